@@ -1,0 +1,3 @@
+from .backbones import RepLKNet
+
+__all__ = ['RepLKNet']

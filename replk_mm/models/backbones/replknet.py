@@ -1,0 +1,349 @@
+"""RepLKNet: large depthwise kernels (up to 31x31) with structural re-parameterisation.
+
+"Scaling Up Your Kernels to 31x31: Revisiting Large Kernel Design in CNNs", Ding et al., CVPR 2022.
+Module and parameter names follow the official release, so its ImageNet state dicts load strictly.
+The blocks depend on torch only; :class:`RepLKNet` is an mmengine ``BaseModule`` for ``init_cfg``.
+"""
+import copy
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from replk_mm.ops import DepthwiseConv2d
+
+from .pretrained import load_pretrained
+
+ARCH_SETTINGS = {
+    '31B': dict(large_kernel_sizes=[31, 29, 27, 13], layers=[2, 2, 18, 2],
+                channels=[128, 256, 512, 1024], small_kernel=5, dw_ratio=1),
+    '31L': dict(large_kernel_sizes=[31, 29, 27, 13], layers=[2, 2, 18, 2],
+                channels=[192, 384, 768, 1536], small_kernel=5, dw_ratio=1),
+    'XL': dict(large_kernel_sizes=[27, 27, 27, 13], layers=[2, 2, 18, 2],
+               channels=[256, 512, 1024, 2048], small_kernel=None, dw_ratio=1.5),
+}
+ARCH_KEYS = ('large_kernel_sizes', 'layers', 'channels', 'small_kernel', 'dw_ratio')
+FFN_RATIO = 4
+NORM_TYPES = {'BN': nn.BatchNorm2d, 'BN2d': nn.BatchNorm2d, 'SyncBN': nn.SyncBatchNorm}
+
+
+def make_norm_layer(norm_cfg):
+    """Turn an MM-style ``norm_cfg`` (BN or SyncBN) into ``channels -> nn.Module``."""
+    cfg = dict(norm_cfg)
+    norm_type = cfg.pop('type', None)
+    if norm_type not in NORM_TYPES:
+        raise ValueError(f'norm_cfg: type must be one of {sorted(NORM_TYPES)}, got {norm_type!r}')
+    requires_grad = cfg.pop('requires_grad', True)
+
+    def norm_layer(channels):
+        norm = NORM_TYPES[norm_type](channels, **cfg)
+        for param in norm.parameters():
+            param.requires_grad = requires_grad
+        return norm
+
+    return norm_layer
+
+
+class ConvBN(nn.Sequential):
+    """Conv (no bias) + norm, optionally + ReLU; children named ``conv``/``bn`` as released."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, norm_layer, stride=1, groups=1,
+                 relu=False):
+        super().__init__()
+        self.add_module('conv', nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                                          padding=kernel_size // 2, groups=groups, bias=False))
+        self.add_module('bn', norm_layer(out_channels))
+        if relu:
+            self.add_module('nonlinear', nn.ReLU())
+
+
+class DWConvBN(nn.Sequential):
+    """Depthwise KxK conv (through ``replk_mm.ops``) + norm: one branch of the large kernel."""
+
+    def __init__(self, channels, kernel_size, norm_layer, dwconv_impl):
+        super().__init__()
+        self.add_module('conv', DepthwiseConv2d(channels, kernel_size, impl=dwconv_impl))
+        self.add_module('bn', norm_layer(channels))
+
+
+def fuse_conv_bn(kernel, bn):
+    """Fold an eval-mode BN into the preceding bias-free conv: (kernel, bias)."""
+    std = (bn.running_var + bn.eps).sqrt()
+    scale = bn.weight / std
+    return kernel * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+
+
+class ReparamLargeKernelConv(nn.Module):
+    """Depthwise KxK conv + BN, plus a parallel small-kernel conv + BN, mergeable into one KxK conv.
+
+    Training form: ``lkb_origin`` (+ ``small_conv``). Deploy form: ``lkb_reparam`` with bias.
+    """
+
+    def __init__(self, channels, kernel_size, small_kernel, norm_layer, small_kernel_merged=False,
+                 dwconv_impl='auto'):
+        super().__init__()
+        if small_kernel is not None and small_kernel > kernel_size:
+            raise ValueError(f'small_kernel ({small_kernel}) must not exceed the large kernel ({kernel_size})')
+        self.kernel_size = kernel_size
+        self.small_kernel = small_kernel
+        if small_kernel_merged:
+            self.lkb_reparam = DepthwiseConv2d(channels, kernel_size, bias=True, impl=dwconv_impl)
+        else:
+            self.lkb_origin = DWConvBN(channels, kernel_size, norm_layer, dwconv_impl)
+            if small_kernel is not None:
+                self.small_conv = DWConvBN(channels, small_kernel, norm_layer, dwconv_impl)
+
+    def forward(self, x):
+        if hasattr(self, 'lkb_reparam'):
+            return self.lkb_reparam(x)
+        out = self.lkb_origin(x)
+        if hasattr(self, 'small_conv'):
+            out = out + self.small_conv(x)
+        return out
+
+    @torch.no_grad()
+    def merged_kernel_and_bias(self):
+        """The single KxK kernel and bias equal to the training form in eval mode."""
+        kernel, bias = fuse_conv_bn(self.lkb_origin.conv.weight, self.lkb_origin.bn)
+        if hasattr(self, 'small_conv'):
+            small_kernel, small_bias = fuse_conv_bn(self.small_conv.conv.weight, self.small_conv.bn)
+            pad = (self.kernel_size - self.small_kernel) // 2
+            kernel = kernel + nn.functional.pad(small_kernel, [pad] * 4)
+            bias = bias + small_bias
+        return kernel, bias
+
+    def switch_to_deploy(self):
+        """Replace the branches by one KxK conv with bias; a no-op once merged."""
+        if hasattr(self, 'lkb_reparam'):
+            return
+        kernel, bias = self.merged_kernel_and_bias()
+        origin = self.lkb_origin.conv
+        self.lkb_reparam = DepthwiseConv2d(origin.in_channels, self.kernel_size, bias=True, impl=origin.impl)
+        self.lkb_reparam.to(device=kernel.device, dtype=kernel.dtype)
+        self.lkb_reparam.weight.data.copy_(kernel)
+        self.lkb_reparam.bias.data.copy_(bias)
+        del self.lkb_origin
+        if hasattr(self, 'small_conv'):
+            del self.small_conv
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the residual branch per sample with probability ``drop_prob``."""
+
+    def __init__(self, drop_prob=0.):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        if self.drop_prob == 0. or not self.training:
+            return x
+        keep_prob = 1 - self.drop_prob
+        mask = x.new_empty((x.shape[0], ) + (1, ) * (x.dim() - 1)).bernoulli_(keep_prob)
+        return x * mask / keep_prob
+
+    def extra_repr(self):
+        return f'drop_prob={self.drop_prob}'
+
+
+class RepLKBlock(nn.Module):
+    """BN -> 1x1 conv-BN-ReLU -> large depthwise conv -> ReLU -> 1x1 conv-BN, with a residual."""
+
+    def __init__(self, channels, dw_channels, kernel_size, small_kernel, drop_path, norm_layer,
+                 small_kernel_merged=False, dwconv_impl='auto'):
+        super().__init__()
+        # Declaration order matches the released checkpoints' key order.
+        self.pw1 = ConvBN(channels, dw_channels, 1, norm_layer, relu=True)
+        self.pw2 = ConvBN(dw_channels, channels, 1, norm_layer)
+        self.large_kernel = ReparamLargeKernelConv(dw_channels, kernel_size, small_kernel, norm_layer,
+                                                   small_kernel_merged, dwconv_impl)
+        self.lk_nonlinear = nn.ReLU()
+        self.prelkb_bn = norm_layer(channels)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x):
+        out = self.pw1(self.prelkb_bn(x))
+        out = self.pw2(self.lk_nonlinear(self.large_kernel(out)))
+        return x + self.drop_path(out)
+
+
+class ConvFFN(nn.Module):
+    """BN -> 1x1 conv-BN (C -> 4C) -> GELU -> 1x1 conv-BN (4C -> C), with a residual."""
+
+    def __init__(self, channels, hidden_channels, drop_path, norm_layer):
+        super().__init__()
+        self.drop_path = DropPath(drop_path)
+        self.preffn_bn = norm_layer(channels)
+        self.pw1 = ConvBN(channels, hidden_channels, 1, norm_layer)
+        self.pw2 = ConvBN(hidden_channels, channels, 1, norm_layer)
+        self.nonlinear = nn.GELU()
+
+    def forward(self, x):
+        out = self.pw2(self.nonlinear(self.pw1(self.preffn_bn(x))))
+        return x + self.drop_path(out)
+
+
+class RepLKNetStage(nn.Module):
+    """``num_blocks`` pairs of (RepLKBlock, ConvFFN), then an optional output norm."""
+
+    def __init__(self, channels, num_blocks, kernel_size, small_kernel, dw_ratio, drop_paths, norm_layer,
+                 small_kernel_merged=False, norm_intermediate_features=False, with_cp=False,
+                 dwconv_impl='auto'):
+        super().__init__()
+        self.with_cp = with_cp
+        blocks = []
+        for drop_path in drop_paths[:num_blocks]:
+            blocks.append(RepLKBlock(channels, int(channels * dw_ratio), kernel_size, small_kernel, drop_path,
+                                     norm_layer, small_kernel_merged, dwconv_impl))
+            blocks.append(ConvFFN(channels, channels * FFN_RATIO, drop_path, norm_layer))
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = norm_layer(channels) if norm_intermediate_features else nn.Identity()
+
+    def forward(self, x):
+        for block in self.blocks:
+            if self.with_cp and x.requires_grad:
+                x = cp.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+def resolve_arch(arch):
+    """An arch name or dict -> a validated copy of the arch dict."""
+    if isinstance(arch, str):
+        if arch not in ARCH_SETTINGS:
+            raise ValueError(f'arch: unknown RepLKNet arch {arch!r}; valid names are {sorted(ARCH_SETTINGS)} '
+                             f'or a dict with keys {ARCH_KEYS}')
+        return copy.deepcopy(ARCH_SETTINGS[arch])
+    if not isinstance(arch, dict):
+        raise TypeError(f'arch: expected one of {sorted(ARCH_SETTINGS)} or a dict, got {type(arch).__name__}')
+    missing = [key for key in ARCH_KEYS if key not in arch]
+    if missing:
+        raise ValueError(f'arch: the dict is missing keys {missing}; it needs all of {ARCH_KEYS}')
+    unknown = sorted(set(arch) - set(ARCH_KEYS))
+    if unknown:
+        raise ValueError(f'arch: unknown keys {unknown}; valid keys are {ARCH_KEYS}')
+    arch = copy.deepcopy(dict(arch))
+    for key in ('large_kernel_sizes', 'layers', 'channels'):
+        if len(arch[key]) != 4:
+            raise ValueError(f'arch: {key} must have 4 entries (one per stage), got {arch[key]}')
+    if any(k % 2 == 0 for k in arch['large_kernel_sizes']):
+        raise ValueError(f"arch: large_kernel_sizes must be odd, got {arch['large_kernel_sizes']}")
+    return arch
+
+
+class RepLKNet(BaseModule):
+    """RepLKNet backbone for dense prediction: feature maps at strides 4, 8, 16 and 32.
+
+    Args:
+        arch (str | dict): '31B', '31L', 'XL', or a dict with keys ``large_kernel_sizes``, ``layers``,
+            ``channels``, ``small_kernel`` (None: no small branch) and ``dw_ratio``.
+        in_channels (int): Input image channels.
+        out_indices (Sequence[int]): Stages (0-3) whose outputs are returned.
+        drop_path_rate (float): Stochastic depth at the last block, linearly from 0.
+        small_kernel_merged (bool): Build the large-kernel convs directly in deploy form.
+        norm_intermediate_features (bool): A BN on each returned stage output (``stages.i.norm``).
+        with_cp (bool): Gradient checkpointing of every block (less memory, more compute).
+        frozen_stages (int): -1 freezes nothing, 0 the stem, k in 1..3 the stem and stages 0..k-1
+            with the transitions between them; frozen parts stay in eval mode.
+        norm_eval (bool): Keep every BN in eval mode during training (frozen statistics).
+        norm_cfg (dict): ``dict(type='BN')`` or ``dict(type='SyncBN')`` plus BN keyword arguments.
+        dwconv_impl (str): Large-kernel conv implementation: 'auto', 'triton' or 'torch'.
+        init_cfg (dict | list[dict], optional): mmengine initialisation config.
+    """
+
+    def __init__(self, arch='31B', in_channels=3, out_indices=(0, 1, 2, 3), drop_path_rate=0.3,
+                 small_kernel_merged=False, norm_intermediate_features=False, with_cp=False,
+                 frozen_stages=-1, norm_eval=False, norm_cfg=dict(type='BN'), dwconv_impl='auto',
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = resolve_arch(arch)
+        out_indices = tuple(out_indices) if isinstance(out_indices, (list, tuple)) else (out_indices, )
+        if not out_indices or any(not isinstance(i, int) or not 0 <= i <= 3 for i in out_indices):
+            raise ValueError(f'out_indices: each must be a stage index in 0..3, got {out_indices}')
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= 3:
+            raise ValueError(f'frozen_stages: must be an int in -1..3 (-1 freezes nothing), got {frozen_stages!r}')
+        if not 0 <= drop_path_rate < 1:
+            raise ValueError(f'drop_path_rate: must be in [0, 1), got {drop_path_rate}')
+        self.out_indices = out_indices
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        norm_layer = make_norm_layer(norm_cfg)
+
+        kernel_sizes, layers, channels, small_kernel, dw_ratio = (self.arch_settings[k] for k in ARCH_KEYS)
+        self.channels = list(channels)
+        base = channels[0]
+        self.stem = nn.ModuleList([
+            ConvBN(in_channels, base, 3, norm_layer, stride=2, relu=True),
+            ConvBN(base, base, 3, norm_layer, groups=base, relu=True),
+            ConvBN(base, base, 1, norm_layer, relu=True),
+            ConvBN(base, base, 3, norm_layer, stride=2, groups=base, relu=True),
+        ])
+        self.with_cp = with_cp
+        drop_paths = torch.linspace(0, drop_path_rate, sum(layers)).tolist()
+        self.stages = nn.ModuleList()
+        self.transitions = nn.ModuleList()
+        for i in range(4):
+            start = sum(layers[:i])
+            self.stages.append(RepLKNetStage(
+                channels[i], layers[i], kernel_sizes[i], small_kernel, dw_ratio,
+                drop_paths[start:start + layers[i]], norm_layer, small_kernel_merged,
+                norm_intermediate_features, with_cp, dwconv_impl))
+            if i < 3:
+                self.transitions.append(nn.Sequential(
+                    ConvBN(channels[i], channels[i + 1], 1, norm_layer, relu=True),
+                    ConvBN(channels[i + 1], channels[i + 1], 3, norm_layer, stride=2,
+                           groups=channels[i + 1], relu=True)))
+        self._freeze_stages()
+
+    def forward(self, x):
+        x = self.stem[0](x)
+        for layer in self.stem[1:]:
+            x = cp.checkpoint(layer, x, use_reentrant=False) if self.with_cp and x.requires_grad else layer(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(stage.norm(x))
+            if i < 3:
+                x = self.transitions[i](x)
+        return tuple(outs)
+
+    def init_weights(self):
+        """``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` accepts every released RepLKNet layout."""
+        init_cfg = self.init_cfg
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            load_pretrained(self, init_cfg['checkpoint'])
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def _frozen_modules(self):
+        if self.frozen_stages >= 0:
+            yield self.stem
+        for i in range(self.frozen_stages):
+            yield self.stages[i]
+            if i > 0:
+                yield self.transitions[i - 1]
+
+    def _freeze_stages(self):
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    def switch_to_deploy(self):
+        """Merge every large-kernel branch into one KxK conv (eval-mode equivalent); idempotent."""
+        for module in self.modules():
+            if isinstance(module, ReparamLargeKernelConv):
+                module.switch_to_deploy()

@@ -1,0 +1,121 @@
+"""mmengine checkpoints load with torch's weights_only=True; code-running pickles are refused."""
+import builtins
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.logging import MessageHub
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import _load_checkpoint, load_checkpoint
+
+import replk_mm
+from replk_mm.safe_load import safe_load
+
+
+class ToyModel(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 1)
+
+    def forward(self, inputs, targets=None, mode='tensor'):
+        out = self.linear(inputs)
+        if mode == 'loss':
+            return dict(loss=((out.squeeze(-1) - targets) ** 2).mean())
+        return out
+
+
+def toy_dataset(n=8):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 2, generator=generator)
+    return [dict(inputs=x[i], targets=x[i].sum()) for i in range(n)]
+
+
+def make_runner(work_dir, max_iters, resume=False):
+    return Runner(
+        model=ToyModel(), work_dir=str(work_dir),
+        train_dataloader=dict(dataset=toy_dataset(), sampler=dict(type='DefaultSampler', shuffle=True),
+                              batch_size=2, collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
+        param_scheduler=dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=1000),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False)),
+        resume=resume, experiment_name=f'toy_{max_iters}_{resume}')
+
+
+@pytest.fixture(scope='module')
+def runner_checkpoint(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('toy')
+    make_runner(work_dir, max_iters=2).train()
+    return work_dir
+
+
+def test_runner_checkpoint_loads_with_weights_only(runner_checkpoint):
+    path = runner_checkpoint / 'iter_2.pth'
+    checkpoint = torch.load(path, map_location='cpu')  # torch's default: weights_only=True
+    assert checkpoint['meta']['iter'] == 2
+    hub = checkpoint['message_hub']['log_scalars']
+    assert isinstance(hub['train/loss'].data[0], np.ndarray)
+    assert _load_checkpoint(str(path), map_location='cpu')['meta']['iter'] == 2
+    # Statistics methods come back through the restricted getattr stand-in.
+    from mmengine.logging.history_buffer import HistoryBuffer
+    assert hub['train/loss']._statistics_methods['mean'] is HistoryBuffer.mean
+
+
+def test_runner_resumes_from_checkpoint(runner_checkpoint):
+    runner = make_runner(runner_checkpoint, max_iters=4, resume=True)
+    runner.train()
+    assert runner.iter == 4
+    assert MessageHub.get_current_instance().get_info('iter') == 3
+
+
+class Payload:
+    """Pickles to a call that creates a marker file: proof of code execution on load."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return builtins.open, (self.marker, 'w')
+
+
+@pytest.mark.parametrize('loader', ['torch.load', 'mmengine.load_checkpoint', 'replk_mm.safe_load'])
+def test_code_running_checkpoint_is_refused(tmp_path, loader):
+    marker = tmp_path / 'pwned'
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'linear.weight': torch.zeros(1, 2)}, 'meta': Payload(str(marker))}, path)
+    with pytest.raises(Exception, match='weights_only|WeightsUnpickler|Unsupported global'):
+        if loader == 'torch.load':
+            torch.load(path)
+        elif loader == 'mmengine.load_checkpoint':
+            load_checkpoint(ToyModel(), str(path))
+        else:
+            safe_load(path)
+    assert not marker.exists()
+
+
+def test_safe_load_names_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        safe_load(tmp_path / 'nope.pth')
+
+
+def test_safe_loading_not_switched_off_globally():
+    import os
+    assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ
+    assert replk_mm.safe_load.__module__ == 'replk_mm.safe_load'
+
+
+class GetattrPayload:
+    """Pickles to getattr(HistoryBuffer, '__init__'): the first step of a getattr chain to any object."""
+
+    def __reduce__(self):
+        from mmengine.logging.history_buffer import HistoryBuffer
+        return getattr, (HistoryBuffer, '__init__')
+
+
+def test_getattr_outside_history_buffer_statistics_is_refused(tmp_path):
+    path = tmp_path / 'chain.pth'
+    torch.save({'meta': GetattrPayload()}, path)
+    with pytest.raises(Exception, match="refused getattr"):
+        torch.load(path)
