@@ -1,0 +1,81 @@
+"""Config handling shared by ``tools/train.py`` and ``tools/test.py`` (segmentation and detection alike)."""
+import os
+import os.path as osp
+
+from mmengine.config import Config, ConfigDict
+
+MISSING_PRETRAINED_HINT = ('put the released ImageNet file there, or train from scratch with '
+                           '--cfg-options model.backbone.init_cfg=None')
+
+
+def load_run_config(config, cfg_options=None, work_dir=None, launcher='none'):
+    """Read ``config``, apply ``--cfg-options`` and pick the work dir as mmseg/mmdet's tools do.
+
+    Raises a clear error for a missing config file or a ``--cfg-options`` key whose parent is
+    not in the config (a typo would otherwise be silently added and ignored).
+    """
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file not found: {config}')
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options:
+        plain = cfg.to_dict()
+        for key, value in cfg_options.items():
+            check_override(plain, config, key, value)
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    return cfg
+
+
+def check_override(cfg_dict, config, key, value):
+    """A ``--cfg-options`` key must extend an existing dict, and keep the type of a value it replaces."""
+    node = cfg_dict
+    parts = key.split('.')
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
+        if not isinstance(node, dict) or part not in node:
+            parent = '.'.join(parts[:depth]) or '<top level>'
+            raise KeyError(f'--cfg-options {key}: {config} has no key {part!r} under {parent}')
+        node = node[part]
+        if node is None:  # e.g. init_cfg=None replaced by a dict: anything goes below
+            return
+    last = parts[-1]
+    if isinstance(node, dict) and last in node:
+        old = node[last]
+        numbers = (int, float)
+        if old is not None and value is not None and not isinstance(value, type(old)) and not (
+                isinstance(old, numbers) and isinstance(value, numbers) and not isinstance(value, bool)) and not (
+                isinstance(old, (list, tuple)) and isinstance(value, (list, tuple))) and not (
+                isinstance(old, dict) and isinstance(value, dict)):
+            raise TypeError(f'--cfg-options {key}={value!r}: expected {type(old).__name__} like the config '
+                            f'value {old!r}, got {type(value).__name__}')
+
+
+def find_missing_pretrained(cfg):
+    """``(config key, path)`` for each local Pretrained ``init_cfg`` checkpoint that does not exist."""
+    missing = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            if node.get('type') == 'Pretrained' and isinstance(node.get('checkpoint'), str):
+                checkpoint = node['checkpoint']
+                if '://' not in checkpoint and not osp.isfile(checkpoint):
+                    missing.append((path, checkpoint))
+            for key, value in node.items():
+                walk(value, f'{path}.{key}' if path else key)
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                walk(value, f'{path}.{i}')
+
+    walk(cfg.get('model', ConfigDict()), 'model')
+    return missing
+
+
+def set_local_rank(local_rank):
+    """torchrun sets LOCAL_RANK; the older launcher passes --local-rank instead."""
+    os.environ.setdefault('LOCAL_RANK', str(local_rank))

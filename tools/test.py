@@ -1,0 +1,78 @@
+"""Test (and evaluate) a segmentor or detector checkpoint, with mmseg/mmdet's flags.
+
+Segmentation prints per-class IoU and mIoU; detection prints COCO bbox/segm AP.
+"""
+import argparse
+import os.path as osp
+
+from mmengine.config import DictAction
+from mmengine.runner import Runner
+
+import replk_mm  # noqa: F401  (registers RepLKNet, safe checkpoint loading)
+from replk_mm.apis import load_run_config
+from replk_mm.apis.config import set_local_rank
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test (and eval) a segmentor or detector')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save evaluation results')
+    parser.add_argument('--out', help='segmentation: a directory for predicted label maps; '
+                        'detection: a .pkl file for the raw results')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument('--show-dir', help='directory (under the work dir) for painted predictions')
+    parser.add_argument('--wait-time', type=float, default=2, help='the interval of --show (s)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--tta', action='store_true', help='test time augmentation (tta_pipeline, tta_model)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args()
+
+
+def enable_visualization(cfg, args):
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise KeyError(f'--show/--show-dir need default_hooks.visualization in {args.config}')
+    hook['draw'] = True
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        if cfg.default_scope == 'mmdet':
+            hook['test_out_dir'] = args.show_dir
+        else:
+            cfg.visualizer['save_dir'] = args.show_dir
+
+
+def main():
+    args = parse_args()
+    set_local_rank(args.local_rank)
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'error: checkpoint file not found: {args.checkpoint}')
+    cfg = load_run_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args)
+    if args.tta:
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+    if args.out is not None:
+        if cfg.default_scope == 'mmdet':
+            evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+            cfg.test_evaluator = [*evaluators, dict(type='DumpDetResults', out_file_path=args.out)]
+        else:
+            cfg.test_evaluator['output_dir'] = args.out
+            cfg.test_evaluator['keep_results'] = True
+
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    for name, value in metrics.items():
+        print(f'{name}: {value}')
+
+
+if __name__ == '__main__':
+    main()

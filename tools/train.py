@@ -1,0 +1,67 @@
+"""Train a segmentor or detector from a config, with mmseg/mmdet's flags.
+
+The config's ``default_scope`` (mmseg or mmdet) decides the library; mmengine's Runner does the work.
+"""
+import argparse
+import logging
+import sys
+
+from mmengine.config import DictAction
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+
+import replk_mm  # noqa: F401  (registers RepLKNet, safe checkpoint loading)
+from replk_mm.apis import find_missing_pretrained, load_run_config
+from replk_mm.apis.config import MISSING_PRETRAINED_HINT, set_local_rank
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a segmentor or detector')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument('--resume', nargs='?', const='auto', default=None,
+                        help='resume from the latest checkpoint in the work dir, or from the given checkpoint')
+    parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by the actual batch size over auto_scale_lr.base_batch_size')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value (e.g. train_dataloader.batch_size=4)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    set_local_rank(args.local_rank)
+    cfg = load_run_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+
+    missing = find_missing_pretrained(cfg)
+    if missing:
+        for key, path in missing:
+            print(f'error: pretrained checkpoint not found: {path} (config key {key}); {MISSING_PRETRAINED_HINT}',
+                  file=sys.stderr)
+        sys.exit(2)
+
+    if args.amp:
+        if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+            print_log('AMP training is already enabled in your config.', logger='current', level=logging.WARNING)
+        else:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            sys.exit(f'error: --auto-scale-lr needs auto_scale_lr.base_batch_size in {args.config}')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
