@@ -18,6 +18,8 @@ try:  # numpy >= 2 moved the pickling helpers to numpy._core; old pickles name n
 except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import multiarray as _multiarray
 
+# HistoryBuffer's own statistics methods (its instances fill _statistics_methods with them lazily).
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 # Dtypes a HistoryBuffer or a metric value can hold.
 _NUMPY_DTYPES = (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
                  np.uint8, np.bool_)
@@ -26,8 +28,11 @@ _NUMPY_DTYPES = (np.float64, np.float32, np.float16, np.int64, np.int32, np.int1
 def history_buffer_statistic(owner, name):
     """The only ``getattr`` a checkpoint may call: a registered HistoryBuffer statistics method."""
     from mmengine.logging.history_buffer import HistoryBuffer
-    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
-        return HistoryBuffer._statistics_methods[name]
+    if owner is HistoryBuffer:
+        if name in HISTORY_BUFFER_STATISTICS:
+            return getattr(HistoryBuffer, name)
+        if name in HistoryBuffer._statistics_methods:  # registered with HistoryBuffer.register_statistics
+            return HistoryBuffer._statistics_methods[name]
     raise pickle.UnpicklingError(f'refused getattr({owner!r}, {name!r}) while loading a checkpoint: only '
                                  f'HistoryBuffer statistics methods are allowed')
 

@@ -1,0 +1,27 @@
+"""Run the project's tools in subprocesses, as a user would, and read what they print."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_tool(args, cwd=PROJECT_ROOT, timeout=600, env=None):
+    """Run ``python ARGS`` (a tool path and its arguments); return the CompletedProcess."""
+    full_env = dict(os.environ, PYTHONWARNINGS='ignore', **(env or {}))
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+def check(result):
+    assert result.returncode == 0, f'exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-4000:]}'
+    return result.stdout + result.stderr
+
+
+def printed_metric(output, name):
+    """The value of a ``name: value`` line that tools/test.py prints last."""
+    matches = re.findall(rf'^{re.escape(name)}: ([-+0-9.eE]+|nan)$', output, flags=re.MULTILINE)
+    assert matches, f'{name} not printed in:\n{output[-3000:]}'
+    return float(matches[-1])

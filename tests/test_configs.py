@@ -1,0 +1,77 @@
+"""Every config in configs/ loads, builds its model and runs it on a small input."""
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope, init_default_scope
+
+import replk_mm  # noqa: F401
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
+CONFIGS = sorted(p.name for p in CONFIG_DIR.glob('*.py'))
+
+
+def build_model(cfg):
+    init_default_scope(cfg.default_scope)
+    if cfg.default_scope == 'mmdet':
+        import mmdet.models  # noqa: F401
+        from mmdet.registry import MODELS
+    else:
+        import mmseg.models  # noqa: F401
+        from mmseg.registry import MODELS
+    cfg.model.backbone.init_cfg = None
+    return MODELS.build(cfg.model)
+
+
+def test_required_config_exists():
+    assert 'upernet_replknet31b_ade20k.py' in CONFIGS
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_builds_and_runs(name):
+    cfg = Config.fromfile(CONFIG_DIR / name)
+    assert 'replk_mm' in cfg.custom_imports['imports']
+    assert cfg.model.backbone.type == 'RepLKNet'
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = build_model(cfg).eval()
+        with torch.no_grad():
+            feats = model.extract_feat(torch.randn(1, 3, 64, 64))
+    assert all(torch.isfinite(f).all() for f in feats)
+
+
+@pytest.mark.parametrize('name, published_millions', [
+    ('upernet_replknet31b_ade20k.py', 112), ('upernet_replknet31b_22k_ade20k_640.py', 112),
+    ('upernet_replknet31l_22k_ade20k_640.py', 207), ('upernet_replknetxl_ade20k_640.py', 374),
+])
+def test_segmentor_parameters_match_published(name, published_millions):
+    cfg = Config.fromfile(CONFIG_DIR / name)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        params = sum(p.numel() for p in build_model(cfg).parameters())
+    assert abs(params / 1e6 - published_millions) / published_millions < 0.02
+
+
+@pytest.mark.parametrize('name, settings', [
+    ('upernet_replknet31b_ade20k.py', dict(arch='31B', drop_path_rate=0.5, crop=(512, 512), test_mode='whole')),
+    ('upernet_replknet31b_22k_ade20k_640.py', dict(arch='31B', drop_path_rate=0.3, crop=(640, 640), test_mode='slide')),
+    ('upernet_replknet31l_22k_ade20k_640.py', dict(arch='31L', drop_path_rate=0.3, crop=(640, 640), test_mode='slide')),
+    ('upernet_replknetxl_ade20k_640.py', dict(arch='XL', drop_path_rate=0.5, crop=(640, 640), test_mode='slide')),
+    ('upernet_replknet31b_cityscapes.py', dict(arch='31B', drop_path_rate=0.5, crop=(512, 1024), test_mode='whole')),
+])
+def test_segmentation_recipe(name, settings):
+    cfg = Config.fromfile(CONFIG_DIR / name)
+    model = cfg.model
+    assert model.backbone.arch == settings['arch']
+    assert model.backbone.drop_path_rate == settings['drop_path_rate']
+    assert model.data_preprocessor.size == settings['crop']
+    assert model.test_cfg.mode == settings['test_mode']
+    assert model.decode_head.channels == 512 and model.decode_head.pool_scales == (1, 2, 3, 6)
+    assert model.auxiliary_head.in_index == 2 and model.auxiliary_head.loss_decode.loss_weight == 0.4
+    optimizer = cfg.optim_wrapper.optimizer
+    assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 2e-4, 0.05)
+    assert cfg.optim_wrapper.paramwise_cfg.norm_decay_mult == 0.0
+    assert [s.type for s in cfg.param_scheduler] == ['LinearLR', 'PolyLR']
+    assert model.backbone.init_cfg.checkpoint.startswith('checkpoints/RepLKNet-')
+    if settings['arch'] == 'XL':
+        assert model.backbone.norm_intermediate_features
+        assert model.data_preprocessor.mean == [127.5] * 3 and model.data_preprocessor.std == [127.5] * 3
