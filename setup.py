@@ -30,6 +30,7 @@ setup(
         'matplotlib',
         'tqdm',
     ],
-    extras_require={'tests': ['pytest', 'pytest-timeout']},
+    # triton runs the depthwise kernels' CPU tests in its interpreter; with a CUDA torch, its own pin wins.
+    extras_require={'tests': ['pytest', 'pytest-timeout', 'triton; platform_system == "Linux"']},
     zip_safe=False,
 )
