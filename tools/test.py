@@ -3,14 +3,17 @@
 Segmentation prints per-class IoU and mIoU; detection prints COCO bbox/segm AP.
 """
 import argparse
-import os.path as osp
+import sys
+
 
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import replk_mm  # noqa: F401  (registers RepLKNet, safe checkpoint loading)
 from replk_mm.apis import load_run_config
-from replk_mm.apis.config import set_local_rank
+from replk_mm.models.backbones.pretrained import unwrap_state_dict
+from replk_mm.safe_load import safe_load
+from replk_mm.apis.config import check_dataset_paths, prepare_cpu_distributed, set_local_rank
 
 
 def parse_args():
@@ -47,12 +50,29 @@ def enable_visualization(cfg, args):
             cfg.visualizer['save_dir'] = args.show_dir
 
 
+def check_checkpoint_matches(state_dict, model, checkpoint, config):
+    """Refuse a checkpoint whose keys or shapes differ from the model (mmengine only warns)."""
+    model_state = getattr(model, 'module', model).state_dict()
+    for key, value in model_state.items():
+        if key not in state_dict:
+            sys.exit(f'error: {checkpoint} does not fit the model of {config}: it has no {key}')
+        if state_dict[key].shape != value.shape:
+            sys.exit(f'error: {checkpoint} does not fit the model of {config}: {key} is '
+                     f'{tuple(state_dict[key].shape)} in the checkpoint, {tuple(value.shape)} in the model')
+    extra = [k for k in state_dict if k not in model_state]
+    if extra:
+        sys.exit(f'error: {checkpoint} does not fit the model of {config}: unexpected keys {extra[:5]}')
+
+
 def main():
     args = parse_args()
     set_local_rank(args.local_rank)
-    if not osp.isfile(args.checkpoint):
-        raise SystemExit(f'error: checkpoint file not found: {args.checkpoint}')
-    cfg = load_run_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    try:
+        cfg = load_run_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+        check_dataset_paths(cfg, ('test_dataloader', ))
+        state_dict = unwrap_state_dict(safe_load(args.checkpoint))
+    except (FileNotFoundError, KeyError, TypeError, RuntimeError) as err:
+        sys.exit(f'error: {err.args[0] if err.args else err}')
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
@@ -68,7 +88,9 @@ def main():
             cfg.test_evaluator['output_dir'] = args.out
             cfg.test_evaluator['keep_results'] = True
 
+    prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
+    check_checkpoint_matches(state_dict, runner.model, args.checkpoint, args.config)
     metrics = runner.test()
     for name, value in metrics.items():
         print(f'{name}: {value}')

@@ -12,7 +12,8 @@ from mmengine.runner import Runner
 
 import replk_mm  # noqa: F401  (registers RepLKNet, safe checkpoint loading)
 from replk_mm.apis import find_missing_pretrained, load_run_config
-from replk_mm.apis.config import MISSING_PRETRAINED_HINT, set_local_rank
+from replk_mm.apis.config import (MISSING_PRETRAINED_HINT, apply_training_safeguards, check_dataset_paths,
+                                  prepare_cpu_distributed, set_local_rank)
 
 
 def parse_args():
@@ -35,7 +36,12 @@ def parse_args():
 def main():
     args = parse_args()
     set_local_rank(args.local_rank)
-    cfg = load_run_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    try:
+        cfg = load_run_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+        check_dataset_paths(cfg, ('train_dataloader', 'val_dataloader'))
+    except (FileNotFoundError, KeyError, TypeError) as err:
+        sys.exit(f'error: {err.args[0] if err.args else err}')
+    apply_training_safeguards(cfg)
 
     missing = find_missing_pretrained(cfg)
     if missing:
@@ -59,6 +65,7 @@ def main():
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
 
+    prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     runner.train()
 
