@@ -7,7 +7,6 @@ environment variable ``REPLK_DWCONV_IMPL`` overrides ``'auto'`` for the whole pr
 """
 import os
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 

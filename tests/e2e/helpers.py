@@ -9,8 +9,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_tool(args, cwd=PROJECT_ROOT, timeout=600, env=None):
-    """Run ``python ARGS`` (a tool path and its arguments); return the CompletedProcess."""
+    """Run ``python ARGS`` (a tool path and its arguments); return the CompletedProcess.
+
+    One OpenMP thread unless set: tiny models on 2 shared cores train 3-4x faster that way.
+    """
     full_env = dict(os.environ, PYTHONWARNINGS='ignore', **(env or {}))
+    full_env.setdefault('OMP_NUM_THREADS', '1')
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
 

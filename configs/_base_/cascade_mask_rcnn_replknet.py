@@ -1,0 +1,63 @@
+# Cascade Mask R-CNN + RepLKNet, the paper's COCO 3x recipe: the settings shared by every detection config here.
+# Leaf configs set the arch, its channels, the drop path and the pretrained file.
+_base_ = [
+    'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['replk_mm'], allow_failed_imports=False)
+
+# SyncBN for the multi-GPU recipe; a single-process run falls back to plain BN by itself.
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='RepLKNet',
+        arch='31B',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.6,
+        with_cp=True,  # as released: 31x31 kernels at 1333x800 need gradient checkpointing to fit
+        norm_cfg=norm_cfg),
+    neck=dict(in_channels=[128, 256, 512, 1024]),
+    # Three cascade stages of 4conv1fc box heads, class-specific deltas decoded for the GIoU loss.
+    roi_head=dict(bbox_head=[
+        dict(type='Shared4Conv1FCBBoxHead', in_channels=256, conv_out_channels=256, fc_out_channels=1024,
+             num_classes=80, norm_cfg=norm_cfg, reg_class_agnostic=False, reg_decoded_bbox=True,
+             bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0., 0., 0., 0.], target_stds=stds),
+             loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+             loss_bbox=dict(type='GIoULoss', loss_weight=10.0))
+        for stds in ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1], [0.033, 0.033, 0.067, 0.067])
+    ]))
+
+# Multi-scale + crop augmentation (DETR / Sparse R-CNN), as the Swin and ConvNeXt 3x recipes.
+multi_scales = [(480, 1333), (512, 1333), (544, 1333), (576, 1333), (608, 1333), (640, 1333),
+                (672, 1333), (704, 1333), (736, 1333), (768, 1333), (800, 1333)]
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='RandomChoice', transforms=[
+        [dict(type='RandomChoiceResize', scales=multi_scales, keep_ratio=True)],
+        [dict(type='RandomChoiceResize', scales=[(400, 1333), (500, 1333), (600, 1333)], keep_ratio=True),
+         dict(type='RandomCrop', crop_type='absolute_range', crop_size=(384, 600), allow_negative_crop=True),
+         dict(type='RandomChoiceResize', scales=multi_scales, keep_ratio=True)],
+    ]),
+    dict(type='PackDetInputs'),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+
+# 3x: 36 epochs, x0.1 at epochs 27 and 33, after a 500-iteration linear warm-up.
+max_epochs = 36
+train_cfg = dict(max_epochs=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[27, 33], gamma=0.1),
+]
+# AdamW, no weight decay on norms. Mixed precision: pass --amp to tools/train.py.
+optim_wrapper = dict(
+    optimizer=dict(_delete_=True, type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(norm_decay_mult=0.0))
+# The schedule assumes a global batch of 16 (8 GPUs x 2 images, the base's batch_size=2). With another
+# global batch B, use lr = 4e-4 * B / 16, or pass --auto-scale-lr to tools/train.py (it reads
+# auto_scale_lr.base_batch_size = 16 from mmdet's schedule base).
