@@ -71,7 +71,7 @@ def main():
         cfg = load_run_config(args.config, args.cfg_options, args.work_dir, args.launcher)
         check_dataset_paths(cfg, ('test_dataloader', ))
         state_dict = unwrap_state_dict(safe_load(args.checkpoint))
-    except (FileNotFoundError, KeyError, TypeError, RuntimeError) as err:
+    except (FileNotFoundError, KeyError, TypeError, ValueError, RuntimeError) as err:
         sys.exit(f'error: {err.args[0] if err.args else err}')
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:

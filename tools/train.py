@@ -39,7 +39,7 @@ def main():
     try:
         cfg = load_run_config(args.config, args.cfg_options, args.work_dir, args.launcher)
         check_dataset_paths(cfg, ('train_dataloader', 'val_dataloader'))
-    except (FileNotFoundError, KeyError, TypeError) as err:
+    except (FileNotFoundError, KeyError, TypeError, ValueError) as err:
         sys.exit(f'error: {err.args[0] if err.args else err}')
     apply_training_safeguards(cfg)
 

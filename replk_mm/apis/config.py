@@ -5,6 +5,8 @@ import os.path as osp
 import torch
 from mmengine.config import Config, ConfigDict
 
+from replk_mm.datasets.coco_check import check_coco_annotations
+
 MISSING_PRETRAINED_HINT = ('put the released ImageNet file there, or train from scratch with '
                            '--cfg-options model.backbone.init_cfg=None')
 
@@ -125,3 +127,7 @@ def check_dataset_paths(cfg, loader_keys):
         if ann_file and not osp.isfile(osp.join(data_root, ann_file)):
             raise FileNotFoundError(
                 f'{loader_key}.dataset.ann_file: file not found: {osp.join(data_root, ann_file)}')
+        if ann_file and ann_file.endswith('.json') and 'Coco' in str(dataset.get('type', '')):
+            img_dir = osp.join(data_root, (dataset.get('data_prefix') or {}).get('img', ''))
+            check_coco_annotations(osp.join(data_root, ann_file), img_dir,
+                                   for_training=loader_key == 'train_dataloader')
