@@ -38,17 +38,19 @@ def main():
     set_local_rank(args.local_rank)
     try:
         cfg = load_run_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-        check_dataset_paths(cfg, ('train_dataloader', 'val_dataloader'))
-    except (FileNotFoundError, KeyError, TypeError, ValueError) as err:
+    except (FileNotFoundError, KeyError, TypeError) as err:
         sys.exit(f'error: {err.args[0] if err.args else err}')
-    apply_training_safeguards(cfg)
-
     missing = find_missing_pretrained(cfg)
     if missing:
         for key, path in missing:
             print(f'error: pretrained checkpoint not found: {path} (config key {key}); {MISSING_PRETRAINED_HINT}',
                   file=sys.stderr)
         sys.exit(2)
+    try:
+        check_dataset_paths(cfg, ('train_dataloader', 'val_dataloader'))
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f'error: {err.args[0] if err.args else err}')
+    apply_training_safeguards(cfg)
 
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
