@@ -1,8 +1,12 @@
 """Shared test helpers: the reference files and a tiny RepLKNet arch that keeps large kernels."""
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = Path(os.environ.get('REPLK_REFERENCE_DIR', PROJECT_ROOT.parent / 'shared' / 'reference'))
@@ -26,3 +30,34 @@ def read_key_list(path):
         key, shape = line.split('\t')
         keys[key] = tuple(int(d) for d in shape.strip('()').split(',') if d.strip())
     return keys
+
+
+def randomize_bn_stats(model, seed=0):
+    """Non-trivial BN statistics and affine params, so that merging and loading are really tested."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            channels = module.num_features
+            module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(channels, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(channels, generator=generator) * 0.1)
+    return model
+
+
+def relative_error(out, ref):
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def load_tool(name):
+    """A script under tools/ as a module, to call its main() in-process."""
+    spec = importlib.util.spec_from_file_location(f'tools_{name}', PROJECT_ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_main(monkeypatch, tool, *args):
+    """Run tools/TOOL.py's main() with ``args`` as its command line."""
+    monkeypatch.setattr(sys, 'argv', [f'{tool}.py', *map(str, args)])
+    load_tool(tool).main()

@@ -12,7 +12,7 @@ from e2e.helpers import PROJECT_ROOT, run_tool
 
 @pytest.fixture
 def coco(tmp_path):
-    root = make_coco(tmp_path / 'coco', num_train=4, num_val=2)
+    make_coco(tmp_path / "coco", num_train=4, num_val=2)
     return tmp_path / 'coco', tmp_path / 'coco' / 'annotations' / 'instances_train2017.json'
 
 

@@ -7,25 +7,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from replk_mm import RepLKNet
 from replk_mm.models.backbones.replknet import ReparamLargeKernelConv
 
-from conftest import TINY_ARCH, read_key_list
+from conftest import TINY_ARCH, randomize_bn_stats, read_key_list, relative_error
 
 CLASSIFIER_PREFIXES = ('norm.', 'head.')
 
 
-def relative_error(out, ref):
-    return ((out - ref).norm() / ref.norm()).item()
-
-
-def randomize_bn_stats(model):
-    """Give every BN non-trivial statistics and affine params, so re-param merging is really tested."""
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, _BatchNorm):
-            channels = module.num_features
-            module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(channels, generator=generator) + 0.5)
-            module.bias.data.copy_(torch.randn(channels, generator=generator) * 0.1)
 
 
 @pytest.mark.parametrize('arch, expected', [('31B', 78_837_120), ('31L', 171_130_944), ('XL', 333_382_656)])

@@ -1,0 +1,155 @@
+"""tools/get_flops.py (replk_mm.analysis.flops) and tools/benchmark.py on the tiny configs at tiny shapes."""
+import argparse
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.analysis import FlopAnalyzer
+from mmengine.config import Config
+
+from replk_mm import RepLKNet
+from replk_mm.analysis.flops import config_complexity
+from replk_mm.deploy import build_model
+from replk_mm.ops import DepthwiseConv2d
+
+from conftest import PROJECT_ROOT, TINY_ARCH, load_tool, run_main
+
+SEG_CONFIG = PROJECT_ROOT / 'configs' / 'upernet_replknet_tiny_synthetic_ade20k.py'
+DET_CONFIG = PROJECT_ROOT / 'configs' / 'cascade_mask_rcnn_replknet_tiny_synthetic_coco.py'
+
+
+
+
+def flops(module, *inputs):
+    analyzer = FlopAnalyzer(module, inputs)
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    return analyzer
+
+
+def test_depthwise_conv_counts_one_mac_per_tap():
+    conv = DepthwiseConv2d(8, 13, impl='torch')
+    assert flops(conv, torch.randn(2, 8, 20, 24)).total() == 2 * 8 * 13 * 13 * 20 * 24
+
+
+def test_backbone_conv_flops_equal_an_independent_count():
+    """Every conv (dense, depthwise 3x3, 1x1, large KxK) costs N * C_out * H_out * W_out * C_in/groups * kh * kw."""
+    model = RepLKNet(arch=TINY_ARCH, dwconv_impl='torch').eval()
+    expected = []
+
+    def count(conv, _, out):
+        expected.append(out.numel() * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1])
+
+    inputs = torch.randn(1, 3, 64, 96)
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model(inputs)
+    for hook in hooks:
+        hook.remove()
+    assert len(expected) == 4 + 6 + 5 * 4 + 5 * 2  # stem, transitions, 5x (pw1, KxK, 5x5, pw2), 5 FFNs x 2
+    assert flops(model, inputs).by_operator()['conv'] == sum(expected) == 2_479_488
+
+
+def test_tiny_segmentor_params_and_flops_in_both_forms():
+    cfg = Config.fromfile(SEG_CONFIG)
+    results = config_complexity(cfg, (64, 96))
+    model = build_model(cfg)
+    total = sum(p.numel() for p in model.parameters())
+    aux = sum(p.numel() for p in model.auxiliary_head.parameters())
+    train, deploy = results['training'], results['deploy']
+    assert train['params'] == total - aux == 975_302
+    assert train['backbone_params'] == sum(p.numel() for p in model.backbone.parameters())
+    # Merging drops per large-kernel block (C channels): the 5x5 conv (25C), both BNs' affine params (4C),
+    # and adds a bias (C). Blocks: one each at C=16, 32, 128 and two at C=64.
+    block_channels = [16, 32, 64, 64, 128]
+    assert train['params'] - deploy['params'] == sum(28 * c for c in block_channels) == 8_512
+    # FLOPs drop by the 5x5 conv (25 MACs per output) and both BNs (2 per element each) at H/4 ... H/32.
+    pixels = [16 * 24, 8 * 12, 4 * 6, 4 * 6, 2 * 3]
+    conv_drop = sum(25 * c * p for c, p in zip(block_channels, pixels))
+    assert train['conv_linear_flops'] - deploy['conv_linear_flops'] == conv_drop == 326_400
+    assert train['flops'] - deploy['flops'] == sum(29 * c * p for c, p in zip(block_channels, pixels)) == 378_624
+    assert train['backbone_flops'] - deploy['backbone_flops'] == 378_624
+    assert train['flops'] == 100_503_296 and train['flops_by_operator']['conv'] == train['conv_linear_flops']
+    assert train['shape'] == deploy['shape'] == [64, 96]
+
+
+def test_tiny_detector_counts_the_whole_model():
+    results = config_complexity(Config.fromfile(DET_CONFIG), (64, 96), forms=('deploy', ))
+    assert list(results) == ['deploy']
+    deploy = results['deploy']
+    model = build_model(Config.fromfile(DET_CONFIG))
+    model.backbone.switch_to_deploy()
+    assert deploy['params'] == sum(p.numel() for p in model.parameters())
+    assert 0 < deploy['backbone_flops'] < deploy['flops']
+    # Three box heads on 1000 proposals each: shared fc (32x7x7 -> 128), classes (3 + 1), class-wise deltas (4 x 3).
+    assert deploy['flops_by_operator']['linear'] == 3 * 1000 * (32 * 7 * 7 * 128 + 128 * 4 + 128 * 12)
+
+
+def test_get_flops_prints_and_writes_both_forms(tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'flops.json'
+    run_main(monkeypatch, 'get_flops', SEG_CONFIG, '--shape', 64, 96, '--out', out)
+    printed = capsys.readouterr().out
+    assert 'input 64x96 (HxW)' in printed
+    training_row = next(line for line in printed.splitlines() if line.startswith('training'))
+    assert training_row.split()[1:3] == ['0.98M', '0.1G']
+    saved = json.loads(out.read_text())
+    assert saved['config'] == str(SEG_CONFIG)
+    assert saved['results']['training']['flops'] == 100_503_296
+    assert saved['results']['training']['flops'] - saved['results']['deploy']['flops'] == 378_624
+    run_main(monkeypatch, 'get_flops', SEG_CONFIG, '--shape', 64, 96, '--deploy', '--out', out)
+    assert list(json.loads(out.read_text())['results']) == ['deploy']
+
+
+def test_time_call_warms_up_then_times_each_repeat():
+    benchmark = load_tool('benchmark')
+    calls = []
+    times = benchmark.time_call(lambda: calls.append(1), torch.device('cpu'), warmup=3, repeats=4)
+    assert len(calls) == 7 and len(times) == 4 and all(0 <= t < 0.1 for t in times)
+
+
+def benchmark_args(**kwargs):
+    defaults = dict(shape=[64, 64], batch_size=2, device='cpu', amp=False, deploy=False, warmup=1, repeats=2)
+    return argparse.Namespace(**dict(defaults, **kwargs))
+
+
+@pytest.mark.parametrize('config', [SEG_CONFIG, DET_CONFIG])
+def test_training_step_updates_weights_and_statistics(config):
+    benchmark = load_tool('benchmark')
+    cfg = Config.fromfile(config)
+    model = build_model(cfg)
+    scope = cfg.default_scope
+    weight = model.backbone.stages[0].blocks[0].pw1.conv.weight.detach().clone()
+    running_mean = model.backbone.stem[0].bn.running_mean.clone()
+    result = benchmark.measure(model, cfg, scope, benchmark_args(batch_size=1 if scope == 'mmdet' else 2),
+                               torch.device('cpu'), (64, 64))
+    assert not torch.equal(model.backbone.stages[0].blocks[0].pw1.conv.weight, weight)  # optimizer stepped
+    assert not torch.equal(model.backbone.stem[0].bn.running_mean, running_mean)  # forward in train mode
+    assert len(result['inference_times_ms']) == len(result['train_step_times_ms']) == 2
+    assert result['train_step_ms'] > 0 and result['inference_peak_memory_mib'] is None
+
+
+def test_benchmark_writes_both_forms(tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'bench.json'
+    run_main(monkeypatch, 'benchmark', SEG_CONFIG, '--shape', 64, 64, '--batch-size', 2, '--device', 'cpu',
+             '--warmup', 1, '--repeats', 2, '--out', out)
+    saved = json.loads(out.read_text())
+    assert list(saved['forms']) == ['training', 'deploy']
+    assert (saved['device'], saved['batch_size'], saved['shape'], saved['dtype']) == ('cpu', 2, [64, 64], 'float32')
+    for form in saved['forms'].values():
+        assert form['inference_images_per_s'] == pytest.approx(2e3 / form['inference_ms'])
+        assert form['train_images_per_s'] == pytest.approx(2e3 / form['train_step_ms'])
+        assert form['inference_ms'] == pytest.approx(sorted(form['inference_times_ms'])[0] / 2
+                                                     + sorted(form['inference_times_ms'])[1] / 2)
+    printed = capsys.readouterr().out
+    assert 'median of 2 after 1 warm-up' in printed and printed.count('\ntraining ') == 1
+    run_main(monkeypatch, 'benchmark', SEG_CONFIG, '--shape', 64, 64, '--batch-size', 2, '--device', 'cpu',
+             '--warmup', 0, '--repeats', 1, '--deploy', '--amp', '--out', out)
+    saved = json.loads(out.read_text())
+    assert list(saved['forms']) == ['deploy'] and saved['dtype'] == 'bfloat16 autocast'
+
+
+def test_benchmark_rejects_bad_arguments(monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        run_main(monkeypatch, 'benchmark', SEG_CONFIG, '--repeats', 0)
+    assert '--repeats must be at least 1' in capsys.readouterr().err
