@@ -40,6 +40,7 @@ def enable_visualization(cfg, args):
     if hook is None:
         raise KeyError(f'--show/--show-dir need default_hooks.visualization in {args.config}')
     hook['draw'] = True
+    hook['interval'] = 1  # every test image (mmseg's hook would draw every 50th)
     if args.show:
         hook['show'] = True
         hook['wait_time'] = args.wait_time

@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 
@@ -51,6 +52,19 @@ def test_test_tool_prints_miou_and_per_class_iou(trained, ade_root):
     assert 0.0 <= miou <= 100.0
     assert 0.0 <= printed_metric(output, 'aAcc') <= 100.0
     assert 'per class results' in output and re.search(r'\|\s+wall\s+\|', output)
+
+
+def test_test_tool_out_show_dir_and_tta(trained, ade_root, tmp_path):
+    work_dir, _ = trained
+    output = check(run_tool(['tools/test.py', ADE_CONFIG, work_dir / 'iter_4.pth', '--work-dir', tmp_path / 'work',
+                             '--out', tmp_path / 'pred', '--show-dir', tmp_path / 'show', '--tta',
+                             '--cfg-options', f'test_dataloader.dataset.data_root={ade_root}']))
+    assert 0.0 <= printed_metric(output, 'mIoU') <= 100.0
+    predictions = sorted((tmp_path / 'pred').glob('*.png'))
+    assert [p.stem for p in predictions] == [f'ADE_val_{i:08d}' for i in range(1, 5)]
+    label = cv2.imread(str(predictions[0]), cv2.IMREAD_UNCHANGED)
+    assert label.shape == (128, 128) and label.max() < 150
+    assert len(list((tmp_path / 'show').rglob('*.png'))) == 4
 
 
 def test_resume_continues_at_the_next_iteration(trained, ade_root):
