@@ -12,8 +12,9 @@ from mmengine.runner import Runner
 
 import replk_mm  # noqa: F401  (registers RepLKNet, safe checkpoint loading)
 from replk_mm.apis import find_missing_pretrained, load_run_config
-from replk_mm.apis.config import (MISSING_PRETRAINED_HINT, apply_training_safeguards, check_dataset_paths,
-                                  prepare_cpu_distributed, set_local_rank)
+from replk_mm.apis.config import (apply_training_safeguards, check_dataset_paths, prepare_cpu_distributed,
+                                  set_local_rank)
+from replk_mm.models.backbones.pretrained import MISSING_PRETRAINED_HINT
 
 
 def parse_args():

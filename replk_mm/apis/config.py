@@ -7,9 +7,6 @@ from mmengine.config import Config, ConfigDict
 
 from replk_mm.datasets.coco_check import check_coco_annotations
 
-MISSING_PRETRAINED_HINT = ('put the released ImageNet file there, or train from scratch with '
-                           '--cfg-options model.backbone.init_cfg=None')
-
 
 def load_run_config(config, cfg_options=None, work_dir=None, launcher='none'):
     """Read ``config``, apply ``--cfg-options`` and pick the work dir as mmseg/mmdet's tools do.

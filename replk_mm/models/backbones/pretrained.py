@@ -180,14 +180,17 @@ def check_same_arch(path, state, model_state, model_arch):
                 f'backbone {_shape(ours)}')
 
 
+MISSING_PRETRAINED_HINT = ('put the released ImageNet file there, or train from scratch with '
+                           '--cfg-options model.backbone.init_cfg=None')
+
+
 def load_checkpoint_file(path):
     """A local file through :func:`safe_load`; an URL through torch.hub's cache, also with weights_only=True."""
     if '://' in path:
         return torch.hub.load_state_dict_from_url(path, map_location='cpu', weights_only=True)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f'RepLKNet pretrained checkpoint not found: {path}. Put the released ImageNet file there, '
-            'or train from scratch with --cfg-options model.backbone.init_cfg=None')
+            f'RepLKNet pretrained checkpoint not found: {path}; {MISSING_PRETRAINED_HINT}')
     return safe_load(path)
 
 
