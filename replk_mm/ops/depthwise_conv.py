@@ -1,17 +1,28 @@
-"""Depthwise KxK convolution (stride 1, 'same' padding) behind one function.
+"""Depthwise KxK convolution (stride 1, 'same' padding) behind one function and one torch op.
 
-``impl='torch'`` is PyTorch's own ``conv2d``; ``impl='triton'`` runs the Triton kernels in
-``triton_dwconv`` (on CUDA, or on the CPU under ``TRITON_INTERPRET=1``); ``impl='auto'`` picks
-Triton on CUDA when the kernels cover the call and falls back to PyTorch otherwise. The
-environment variable ``REPLK_DWCONV_IMPL`` overrides ``'auto'`` for the whole process.
+``impl='torch'`` is PyTorch's own ``conv2d``; ``impl='triton'`` calls the op
+``torch.ops.replk_mm.depthwise_conv2d``, whose CUDA implementation runs the Triton kernels of
+``triton_dwconv`` (also on the CPU under ``TRITON_INTERPRET=1``) and whose implementation elsewhere,
+or for calls the kernels do not cover, is PyTorch's conv; ``impl='auto'`` takes the op on CUDA and
+PyTorch's conv otherwise. The environment variable ``REPLK_DWCONV_IMPL`` overrides ``'auto'`` for
+the whole process.
+
+The op is a real torch.library op with a registered autograd formula and fake-tensor (meta)
+implementations, so ``torch.compile`` traces it as one node, with no graph break, and CUDA graphs
+capture it. Its backward is built from two ops too: the input gradient is the same op with the
+kernel turned 180 degrees, the weight gradient ``replk_mm::depthwise_conv2d_weight_grad``.
 """
 import os
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import triton_dwconv
+
 IMPLS = ('auto', 'triton', 'torch')
 ENV_VAR = 'REPLK_DWCONV_IMPL'
+OP_NAMESPACE = 'replk_mm'
 
 
 def _check_args(input, weight, bias, impl):
@@ -31,13 +42,12 @@ def _check_args(input, weight, bias, impl):
 
 
 def resolve_impl(impl, input):
-    """The implementation a call will use: 'triton' or 'torch'."""
+    """The implementation a call will use: 'triton' (the op) or 'torch'."""
     if impl == 'auto':
         impl = os.environ.get(ENV_VAR, 'auto')
         if impl not in IMPLS:
             raise ValueError(f'{ENV_VAR} must be one of {IMPLS}, got {impl!r}')
     if impl == 'auto':
-        from . import triton_dwconv
         return 'triton' if input.is_cuda and triton_dwconv.available() else 'torch'
     return impl
 
@@ -47,17 +57,14 @@ def depthwise_conv2d(input, weight, bias=None, impl='auto'):
 
     Args:
         input (Tensor): (N, C, H, W); channels_last memory format is accepted.
-        weight (Tensor): (C, 1, K, K).
+        weight (Tensor): (C, 1, K, K); may differ from the input's float dtype (autocast).
         bias (Tensor, optional): (C,).
         impl (str): 'auto', 'triton' or 'torch'.
     """
     _check_args(input, weight, bias, impl)
     if resolve_impl(impl, input) == 'triton':
-        from . import triton_dwconv
-        if triton_dwconv.supports(input, weight):
-            return triton_dwconv.depthwise_conv2d_triton(input, weight, bias)
-    padding = weight.shape[-1] // 2
-    return F.conv2d(input, weight, bias, padding=padding, groups=input.shape[1])
+        return torch.ops.replk_mm.depthwise_conv2d(input, weight, bias)
+    return F.conv2d(input, weight, bias, padding=weight.shape[-1] // 2, groups=input.shape[1])
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -71,3 +78,71 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def forward(self, x):
         return depthwise_conv2d(x, self.weight, self.bias, impl=self.impl)
+
+
+# The op. Outputs are contiguous NCHW in the input's dtype whichever implementation runs, so the
+# fake implementation can tell their layout without knowing the device's kernels.
+
+_LIB = torch.library.Library(OP_NAMESPACE, 'DEF')
+_LIB.define('depthwise_conv2d(Tensor input, Tensor weight, Tensor? bias) -> Tensor')
+_LIB.define('depthwise_conv2d_weight_grad(Tensor input, Tensor grad_output, int kernel_size) -> Tensor')
+
+
+def _conv_kernels_or_torch(input, weight, bias):
+    x = input.contiguous()
+    w = weight.to(x.dtype).contiguous()
+    b = None if bias is None else bias.contiguous()
+    if triton_dwconv.supports(x, w.shape[-1], w.device):
+        return triton_dwconv.launch_conv(x, w, b)
+    b = None if b is None else b.to(x.dtype)
+    return F.conv2d(x, w, b, padding=w.shape[-1] // 2, groups=x.shape[1]).contiguous()
+
+
+def _weight_grad_kernels_or_torch(input, grad_output, kernel_size):
+    """float32 (C, 1, K, K), whatever the input's dtype: the autograd formula casts it to the weight's."""
+    x = input.contiguous()
+    gy = grad_output.to(x.dtype).contiguous()
+    channels = x.shape[1]
+    if triton_dwconv.supports(x, kernel_size):
+        return triton_dwconv.launch_weight_grad(x, gy, kernel_size)
+    return torch.nn.grad.conv2d_weight(x.float(), (channels, 1, kernel_size, kernel_size), gy.float(),
+                                       padding=kernel_size // 2, groups=channels)
+
+
+# One implementation for every device: the Triton kernels where they run, PyTorch's conv elsewhere.
+_LIB.impl('depthwise_conv2d', _conv_kernels_or_torch, 'CompositeExplicitAutograd')
+_LIB.impl('depthwise_conv2d_weight_grad', _weight_grad_kernels_or_torch, 'CompositeExplicitAutograd')
+
+
+@torch.library.register_fake(f'{OP_NAMESPACE}::depthwise_conv2d', lib=_LIB)
+def _conv_fake(input, weight, bias):
+    return torch.empty(input.shape, dtype=input.dtype, device=input.device)
+
+
+@torch.library.register_fake(f'{OP_NAMESPACE}::depthwise_conv2d_weight_grad', lib=_LIB)
+def _weight_grad_fake(input, grad_output, kernel_size):
+    return input.new_empty((input.shape[1], 1, kernel_size, kernel_size), dtype=torch.float32)
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, bias = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _backward(ctx, grad_output):
+    input, weight = ctx.saved_tensors
+    grad_output = grad_output.to(input.dtype)
+    grad_input = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:  # the conv with the kernel turned 180 degrees
+        grad_input = torch.ops.replk_mm.depthwise_conv2d(grad_output, weight.flip((-2, -1)), None)
+    if ctx.needs_input_grad[1]:
+        grad_weight = torch.ops.replk_mm.depthwise_conv2d_weight_grad(input, grad_output, weight.shape[-1])
+        grad_weight = grad_weight.to(weight.dtype)
+    if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+        grad_bias = grad_output.sum((0, 2, 3), dtype=torch.float32).to(ctx.bias_dtype)
+    return grad_input, grad_weight, grad_bias
+
+
+torch.library.register_autograd(f'{OP_NAMESPACE}::depthwise_conv2d', _backward, setup_context=_setup_context,
+                                lib=_LIB)

@@ -1,4 +1,4 @@
-"""Depthwise conv: the Triton kernels against float64, and the PyTorch fallback and dispatch.
+"""Depthwise conv: the Triton kernels against float64, the torch op, and the PyTorch fallback and dispatch.
 
 The kernels run on the CPU in Triton's interpreter. ``triton.jit`` decides whether to interpret
 when the kernels are defined, that is when ``replk_mm.ops.triton_dwconv`` is first imported, and
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from replk_mm.ops import DepthwiseConv2d, depthwise_conv2d
+from replk_mm.numerics import relative_error
 from replk_mm.ops import depthwise_conv as dispatch
 
 INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
@@ -48,17 +49,31 @@ def _input(N, C, H, W, dtype, layout):
     return x.to(memory_format=torch.channels_last) if layout == 'channels_last' else x
 
 
-def _rel_err(out, ref):
-    return ((out.double() - ref).norm() / ref.norm()).item()
+def _assert_close_to_float64(name, got, want, tol):
+    """Relative error of the whole tensor below ``tol``, and every element within ``tol`` of its scale."""
+    err = relative_error(got, want)
+    assert err < tol, f'{name}: relative error {err:.2e} >= {tol:g}'
+    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * want.abs().max().item(), msg=name)
 
 
-def _check_against_float64(x, weight, bias, tol):
-    """Forward and every gradient of the Triton path against F.conv2d in float64 on the same values."""
-    x = x.detach().requires_grad_()
+def _shift_sum_reference(x, weight, bias=None):
+    """Depthwise same-padded conv in float64 as a sum of shifted maps: independent of conv2d."""
+    K = weight.shape[-1]
+    p = K // 2
+    H, W = x.shape[-2:]
+    padded = F.pad(x.double(), [p] * 4)
+    out = sum(padded[:, :, kh:kh + H, kw:kw + W] * weight.double()[:, 0, kh, kw].reshape(1, -1, 1, 1)
+              for kh in range(K) for kw in range(K))
+    return out if bias is None else out + bias.double().reshape(1, -1, 1, 1)
+
+
+def _check_against_float64(x, weight, bias, tol, grad_out=None, input_grad=True):
+    """Forward and every gradient of the op (impl='triton') against F.conv2d in float64 on the same values."""
+    x = x.detach().requires_grad_(input_grad)
     weight = weight.detach().requires_grad_()
     bias = None if bias is None else bias.detach().requires_grad_()
     out = depthwise_conv2d(x, weight, bias, impl='triton')
-    grad_out = torch.randn(out.shape).to(out.dtype)
+    grad_out = torch.randn(out.shape).to(out.dtype) if grad_out is None else grad_out
     out.backward(grad_out)
 
     ref_inputs = [t.detach().double().requires_grad_() for t in (x, weight) + ((bias, ) if bias is not None else ())]
@@ -66,15 +81,18 @@ def _check_against_float64(x, weight, bias, tol):
     ref.backward(grad_out.double())
 
     assert out.dtype == x.dtype and out.shape == ref.shape
-    assert x.grad.dtype == x.dtype and weight.grad.dtype == weight.dtype
-    pairs = [('output', out, ref), ('grad_input', x.grad, ref_inputs[0].grad),
-             ('grad_weight', weight.grad, ref_inputs[1].grad)]
+    assert weight.grad.dtype == weight.dtype
+    pairs = [('output', out, ref), ('grad_weight', weight.grad, ref_inputs[1].grad)]
+    if input_grad:
+        assert x.grad.dtype == x.dtype
+        pairs.append(('grad_input', x.grad, ref_inputs[0].grad))
+    else:
+        assert x.grad is None
     if bias is not None:
         assert bias.grad.dtype == bias.dtype
         pairs.append(('grad_bias', bias.grad, ref_inputs[2].grad))
     for name, got, want in pairs:
-        err = _rel_err(got, want)
-        assert err < tol, f'{name}: relative error {err:.2e} >= {tol:g}'
+        _assert_close_to_float64(name, got, want, tol)
 
 
 def _needs_interpreter():
@@ -92,11 +110,105 @@ def test_interpreted_kernels_match_float64(case):
     x = _input(N, C, H, W, dtype, layout)
     weight = torch.randn(C, 1, K, K)
     b = torch.randn(C) if bias else None
-    cfg = triton_dwconv.conv_config(N, H, W, K, x.element_size())
-    assert cfg['kernel'] == path.split('-')[0] and (cfg.get('COL_OFF', 0) > 0) == path.endswith('halo')
-    assert triton_dwconv.supports(x, weight)
+    assert triton_dwconv.size_class(H, W)[0] == path
+    assert triton_dwconv.supports(x, K, weight.device)
     # The weight stays float32 (as under autocast); the kernels cast it to the input dtype.
     _check_against_float64(x, weight, b, TOL[dtype])
+
+
+# 24 map sizes at one K (every size class: plane, whole-width rows and halo tiles, aligned or not), then
+# 12 more whose size classes the first ones already met.
+SIZES = [(3, 5), (5, 7), (7, 7), (7, 13), (4, 6), (20, 14), (14, 14), (18, 16), (16, 16), (15, 19), (20, 24),
+         (17, 33), (19, 40), (24, 48), (10, 50), (9, 56), (6, 61), (5, 64), (4, 65), (3, 72), (5, 84), (2, 96),
+         (3, 100), (2, 131)]
+MORE_SIZES = [(6, 6), (15, 15), (12, 20), (21, 28), (18, 36), (7, 52), (8, 60), (3, 68), (4, 88), (2, 112),
+              (17, 21), (25, 15)]
+
+
+def test_interpreted_new_sizes_compile_nothing_new():
+    """Kernels specialise on size classes, never on H or W: unseen sizes of seen classes add no variant."""
+    _needs_interpreter()
+    from replk_mm.ops import triton_dwconv
+    torch.manual_seed(7)
+    K, before = 5, set(triton_dwconv.variants)
+    for i, (H, W) in enumerate(SIZES):
+        N = 1 + i % 2
+        _check_against_float64(torch.randn(N, 2, H, W), torch.randn(2, 1, K, K), torch.randn(2), 1e-4)
+    first = triton_dwconv.variants - before
+    classes = {triton_dwconv.size_class(H, W) for H, W in SIZES}
+    assert len(SIZES) == 24 and len(classes) == 11
+    # Per class: forward (with bias), input gradient (no bias); the weight gradient has two classes.
+    assert len(first) <= 2 * len(classes) + 2, sorted(first)
+    for H, W in MORE_SIZES:
+        assert triton_dwconv.size_class(H, W) in classes
+        _check_against_float64(torch.randn(2, 2, H, W), torch.randn(2, 1, K, K), torch.randn(2), 1e-4)
+    assert triton_dwconv.variants - before == first
+
+
+def test_interpreted_row_blocks_span_images():
+    """'rows' kernel with several row blocks, blocks holding the end of one image and the start of the next."""
+    _needs_interpreter()
+    from replk_mm.ops import triton_dwconv
+    torch.manual_seed(3)
+    N, C, H, W, K = 4, 2, 10, 20, 7
+    x, w, b = torch.randn(N, C, H, W), torch.randn(C, 1, K, K), torch.randn(C)
+    cfg = triton_dwconv.conv_config(N, H, W, K, 4, kernel='rows', block_m=16)
+    assert cfg['kernel'] == 'rows' and N * H > 2 * cfg['BLOCK_M'] and cfg['BLOCK_M'] % H != 0
+    _assert_close_to_float64('rows', triton_dwconv.launch_conv(x, w, b, config=cfg), _shift_sum_reference(x, w, b),
+                             1e-4)
+    cfg = triton_dwconv.conv_config(N, H, W, K, 4, kernel='rows', block_m=16, block_wo=16)  # halo tiles, several of them
+    assert cfg['COL_OFF'] > 0 and W > cfg['BLOCK_WO']
+    _assert_close_to_float64('rows-halo', triton_dwconv.launch_conv(x, w, None, config=cfg),
+                             _shift_sum_reference(x, w), 1e-4)
+
+
+def test_interpreted_plane_image_groups():
+    """'plane' kernel with several groups of BLOCK_N images and several output-pixel blocks."""
+    _needs_interpreter()
+    from replk_mm.ops import triton_dwconv
+    torch.manual_seed(4)
+    N, C, H, W, K = 40, 1, 8, 9, 5
+    x, w = torch.randn(N, C, H, W), torch.randn(C, 1, K, K)
+    cfg = triton_dwconv.conv_config(N, H, W, K, 4, block_n=16)
+    assert cfg['kernel'] == 'plane' and N > 2 * cfg['BLOCK_N'] and H * W > cfg['BLOCK_R']
+    _assert_close_to_float64('plane', triton_dwconv.launch_conv(x, w, config=cfg), _shift_sum_reference(x, w), 1e-4)
+
+
+def test_interpreted_weight_grad_split_over_programs():
+    """The weight gradient summed by several programs (atomics), slices crossing image boundaries."""
+    _needs_interpreter()
+    from replk_mm.ops import triton_dwconv
+    torch.manual_seed(5)
+    N, C, H, W, K = 2, 2, 9, 13, 5
+    x, gy = torch.randn(N, C, H, W), torch.randn(N, C, H, W)
+    cfg = triton_dwconv.wgrad_config(N, C, H, W, K, 4, sms=1, block_t=16)
+    programs = -(-N * H * W // cfg['T_PER_PROG'])
+    assert programs >= 3 and (H * W) % cfg['T_PER_PROG'] != 0
+    got = triton_dwconv.launch_weight_grad(x, gy, K, config=cfg)
+    want = torch.nn.grad.conv2d_weight(x.double(), (C, 1, K, K), gy.double(), padding=K // 2, groups=C)
+    _assert_close_to_float64('grad_weight', got, want, 1e-4)
+
+
+def test_interpreted_wide_tile_non_contiguous_grads():
+    """33-64 columns (one 64-wide tile of 128 rows), non-contiguous weight and output gradient."""
+    _needs_interpreter()
+    from replk_mm.ops import triton_dwconv
+    torch.manual_seed(6)
+    N, C, H, W, K = 1, 2, 6, 56, 7
+    cfg = triton_dwconv.conv_config(N, H, W, K, 4)
+    assert (cfg['BLOCK_M'], cfg['BLOCK_WO'], cfg['COL_OFF']) == (128, 64, 0)
+    weight = torch.randn(C, 1, K, K + 4)[..., 2:-2]
+    grad_out = torch.randn(N, C, H, 2 * W)[..., ::2]
+    assert not weight.is_contiguous() and not grad_out.is_contiguous()
+    _check_against_float64(torch.randn(N, C, H, W), weight, torch.randn(C), 1e-4, grad_out=grad_out)
+
+
+def test_interpreted_input_without_grad():
+    """Only the weight (and bias) need gradients: no input gradient is computed or returned."""
+    _needs_interpreter()
+    torch.manual_seed(8)
+    _check_against_float64(torch.randn(2, 3, 11, 12).bfloat16(), torch.randn(3, 1, 9, 9), torch.randn(3), 1e-2,
+                           input_grad=False)
 
 
 def test_interpreted_module_with_low_precision_input():
@@ -109,8 +221,7 @@ def test_interpreted_module_with_low_precision_input():
     out.float().square().sum().backward()
     assert out.dtype == torch.bfloat16 and x.grad.dtype == torch.bfloat16
     assert conv.weight.grad.dtype == torch.float32 and conv.bias.grad.dtype == torch.float32
-    ref = F.conv2d(x.detach().double(), conv.weight.detach().double(), conv.bias.detach().double(), padding=3, groups=4)
-    assert _rel_err(out, ref) < 1e-2
+    _assert_close_to_float64('output', out, _shift_sum_reference(x.detach(), conv.weight, conv.bias), 1e-2)
 
 
 def test_interpreted_dispatch(monkeypatch):
@@ -118,14 +229,14 @@ def test_interpreted_dispatch(monkeypatch):
     _needs_interpreter()
     from replk_mm.ops import triton_dwconv
     calls = []
-    kernels = triton_dwconv.depthwise_conv2d_triton
-    monkeypatch.setattr(triton_dwconv, 'depthwise_conv2d_triton', lambda *args: calls.append(1) or kernels(*args))
+    launch = triton_dwconv.launch_conv
+    monkeypatch.setattr(triton_dwconv, 'launch_conv', lambda *args: calls.append(1) or launch(*args))
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
     x, weight = torch.randn(1, 2, 6, 6), torch.randn(2, 1, 3, 3)
-    want = F.conv2d(x, weight, padding=1, groups=2)
-    torch.testing.assert_close(depthwise_conv2d(x, weight, impl='triton'), want, rtol=1e-4, atol=1e-5)
+    want = _shift_sum_reference(x, weight)
+    _assert_close_to_float64('triton', depthwise_conv2d(x, weight, impl='triton'), want, 1e-5)
     assert len(calls) == 1
-    torch.testing.assert_close(depthwise_conv2d(x, weight), want)
+    _assert_close_to_float64('auto', depthwise_conv2d(x, weight), want, 1e-5)
     assert len(calls) == 1
 
 
@@ -135,21 +246,87 @@ def test_triton_kernels_in_interpreter():
         pytest.skip('this process interprets already: the cases run directly')
     env = dict(os.environ, TRITON_INTERPRET='1')
     env.pop(dispatch.ENV_VAR, None)
-    proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-k', 'interpreted', str(Path(__file__))],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-k', 'interpreted',
+                           str(Path(__file__))], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     assert 'skipped' not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
 
 
+def test_op_passes_opcheck():
+    """The torch.library op: schema, autograd registration, fake tensors and AOT dispatch (CPU)."""
+    if INTERPRET:
+        pytest.skip('the interpreter makes opcheck run the kernels many times: covered in the parent process')
+    torch.manual_seed(9)
+    op = torch.ops.replk_mm.depthwise_conv2d.default
+    x = torch.randn(2, 3, 9, 11, requires_grad=True)
+    w = torch.randn(3, 1, 5, 5, requires_grad=True)
+    b = torch.randn(3, requires_grad=True)
+    for args in [(x, w, b), (x, w, None), (x.detach(), w, b), (x.detach().bfloat16().requires_grad_(), w, None),
+                 (x.detach().to(memory_format=torch.channels_last), w.detach(), None)]:
+        torch.library.opcheck(op, args)
+    torch.library.opcheck(torch.ops.replk_mm.depthwise_conv2d_weight_grad.default,
+                          (x.detach(), torch.randn(2, 3, 9, 11), 5))
+
+
+def test_op_values_and_dtypes_on_cpu():
+    """The op's CPU implementation: PyTorch's conv in the input's dtype, contiguous, right gradients."""
+    torch.manual_seed(10)
+    x = torch.randn(2, 3, 8, 9).to(memory_format=torch.channels_last).requires_grad_()
+    w, b = torch.randn(3, 1, 7, 7, requires_grad=True), torch.randn(3, requires_grad=True)
+    out = torch.ops.replk_mm.depthwise_conv2d(x, w, b)
+    assert out.is_contiguous() and out.dtype == torch.float32
+    _assert_close_to_float64('output', out, _shift_sum_reference(x.detach(), w, b), 1e-5)
+    grad_out = torch.randn(out.shape)
+    out.backward(grad_out)
+    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
+    _shift_sum_reference(xd, wd, bd).backward(grad_out.double())
+    for name, got, want in [('grad_input', x.grad, xd.grad), ('grad_weight', w.grad, wd.grad),
+                            ('grad_bias', b.grad, bd.grad)]:
+        _assert_close_to_float64(name, got, want, 1e-5)
+    low = torch.ops.replk_mm.depthwise_conv2d(x.detach().bfloat16(), w.detach(), b.detach())
+    assert low.dtype == torch.bfloat16
+
+
+def test_compiles_fullgraph_forward_and_backward():
+    """torch.compile(fullgraph=True) keeps the op as one node forward and its two ops backward."""
+    if INTERPRET:
+        pytest.skip('runs in the parent process')
+    from torch._dynamo.backends.common import aot_autograd
+    torch.manual_seed(11)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), DepthwiseConv2d(4, 7, bias=True, impl='triton'),
+                              torch.nn.ReLU(), DepthwiseConv2d(4, 5, impl='triton'))
+    graphs = []
+
+    def record(graph_module, example_inputs):
+        graphs.append([str(node.target) for node in graph_module.graph.nodes if node.op == 'call_function'])
+        return graph_module
+
+    torch._dynamo.reset()
+    compiled = torch.compile(net, fullgraph=True, backend=aot_autograd(fw_compiler=record, bw_compiler=record))
+    x = torch.randn(2, 3, 12, 10)
+    compiled(x).square().sum().backward()
+    compiled_grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    net(x).square().sum().backward()
+    forward, backward = graphs
+    assert forward.count('replk_mm.depthwise_conv2d.default') == 2
+    assert backward.count('replk_mm.depthwise_conv2d_weight_grad.default') == 2
+    assert 'aten.convolution_backward.default' in backward  # the 1x1 conv's, not ours
+    for got, (name, p) in zip(compiled_grads, net.named_parameters()):
+        torch.testing.assert_close(got, p.grad, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize('impl', ['torch', 'triton', 'auto'])
 @pytest.mark.parametrize('bias', [False, True])
-def test_torch_impl_is_conv2d(bias):
+def test_every_impl_matches_shift_sum(impl, bias):
+    """Whatever runs (PyTorch's conv, the op's CPU fallback), it equals the conv written as shifted sums."""
     torch.manual_seed(1)
     x, weight = torch.randn(2, 6, 11, 9), torch.randn(6, 1, 5, 5)
     b = torch.randn(6) if bias else None
-    want = F.conv2d(x, weight, b, padding=2, groups=6)
-    torch.testing.assert_close(depthwise_conv2d(x, weight, b, impl='torch'), want, rtol=0, atol=0)
+    want = _shift_sum_reference(x, weight, b)
+    _assert_close_to_float64(impl, depthwise_conv2d(x, weight, b, impl=impl), want, 1e-5)
     x_cl = x.to(memory_format=torch.channels_last)
-    torch.testing.assert_close(depthwise_conv2d(x_cl, weight, b, impl='torch'), want)
+    _assert_close_to_float64(f'{impl} channels_last', depthwise_conv2d(x_cl, weight, b, impl=impl), want, 1e-5)
 
 
 def test_auto_falls_back_to_torch_on_cpu(monkeypatch):
@@ -157,7 +334,7 @@ def test_auto_falls_back_to_torch_on_cpu(monkeypatch):
     x, weight = torch.randn(1, 3, 8, 8), torch.randn(3, 1, 3, 3)
     if not INTERPRET:
         assert dispatch.resolve_impl('auto', x) == 'torch'
-    torch.testing.assert_close(depthwise_conv2d(x, weight), F.conv2d(x, weight, padding=1, groups=3))
+    _assert_close_to_float64('auto', depthwise_conv2d(x, weight), _shift_sum_reference(x, weight), 1e-5)
 
 
 def test_env_var_forces_impl(monkeypatch):
@@ -170,15 +347,6 @@ def test_env_var_forces_impl(monkeypatch):
     monkeypatch.setenv(dispatch.ENV_VAR, 'cuda')
     with pytest.raises(ValueError, match=dispatch.ENV_VAR):
         dispatch.resolve_impl('auto', x)
-
-
-def test_forced_triton_without_kernels_falls_back(monkeypatch):
-    """impl='triton' where the kernels cannot run (no interpreter, CPU tensors) still computes the conv."""
-    if INTERPRET:
-        pytest.skip('the kernels can run here')
-    x, weight = torch.randn(1, 3, 8, 8), torch.randn(3, 1, 5, 5)
-    monkeypatch.setenv(dispatch.ENV_VAR, 'triton')
-    torch.testing.assert_close(depthwise_conv2d(x, weight), F.conv2d(x, weight, padding=2, groups=3))
 
 
 @pytest.mark.parametrize('kwargs, name', [
