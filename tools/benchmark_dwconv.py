@@ -1,28 +1,42 @@
-"""Time the Triton depthwise conv against PyTorch's at RepLKNet-31B shapes (forward, forward+backward).
+"""Time the depthwise conv op (Triton kernels) against PyTorch's conv at RepLKNet-31B shapes.
 
-    python tools/benchmark_dwconv.py [--check] [--sweep] [--dtypes fp32 bf16 fp16] [--out results.json]
+    python tools/benchmark_dwconv.py [--check] [--dtypes fp32 bf16 fp16] [--out results.json]
+        [--deploy] [--sizes-sweep [--sweep-sizes 50]] [--compile-check] [--tile-sweep]
 
-``--check`` compares every pass with a float64 reference on the full shapes first; ``--sweep``
-also times tile variants of each kernel. The module is loaded from its file, so neither mmengine
-nor the rest of replk_mm is needed.
+The default run times forward and forward+backward at the five fixed shapes (eager, CUDA-graphed,
+host time). ``--check`` first compares every pass with float64 on the full shapes. ``--deploy``
+times the deploy form's merged conv with bias against the training form's branches with their BN
+(eval forward). ``--sizes-sweep`` runs multi-scale detection inputs through every RepLKNet-31B stage
+and reports each new size's first forward+backward against its steady state, and the compile count.
+``--compile-check`` runs ``torch.library.opcheck`` on CUDA and ``torch.compile(fullgraph=True)`` of
+RepLKNet-31B (forward and backward), and times compiled + CUDA-graph training against eager.
+``--tile-sweep`` times tile variants of each kernel. Where mmengine or mmcv is missing (a bare GPU
+machine), ``replk_mm.ops`` and the backbone file are loaded on their own with small stand-ins.
 """
 import argparse
+import importlib
 import importlib.util
 import itertools
 import json
 import math
-import os
+import random
+import statistics
 import sys
 import time
+import types
+from pathlib import Path
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = Path(__file__).resolve().parents[1]
 SHAPES = [(64, 128, 56, 31), (64, 256, 28, 29), (64, 512, 14, 27), (64, 1024, 7, 13), (8, 128, 128, 31)]
+# RepLKNet-31B stages: (stride, channels, large kernel); the small kernel is 5.
+STAGES = [(4, 128, 31), (8, 256, 29), (16, 512, 27), (32, 1024, 13)]
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-FP32_FLOOR_TFLOPS = 66.9  # H100 SXM fp32 CUDA-core peak
-CONV_VARIANTS = {  # tried by --sweep besides the default, by the kernel the default picks
+FP32_FLOOR_TFLOPS = 66.9  # H100/H200 SXM fp32 CUDA-core peak
+CONV_VARIANTS = {  # tried by --tile-sweep besides the default, by the kernel the default picks
     'rows': [dict(block_m=m, num_warps=w, num_stages=s) for m, w, s in
              [(128, 4, 2), (128, 8, 2), (256, 8, 1), (256, 8, 2), (256, 8, 3), (512, 8, 2)]] + [dict(block_wo=64)],
     'plane': [dict(block_n=n, num_warps=w, num_stages=s) for n, w, s in
@@ -32,16 +46,58 @@ WGRAD_VARIANTS = [dict(block_t=t, num_warps=w, num_stages=s, waves=v) for t, w, 
                   [(64, 4, 2, 16), (128, 4, 1, 16), (128, 4, 3, 16), (256, 4, 2, 16), (128, 8, 2, 16), (128, 4, 2, 32)]]
 
 
-def load_kernels():
-    spec = importlib.util.spec_from_file_location('triton_dwconv', os.path.join(ROOT, 'replk_mm/ops/triton_dwconv.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_ops():
+    """``replk_mm.ops``; without mmengine/mmcv, from its folder under a bare ``replk_mm`` package."""
+    try:
+        import mmcv.cnn  # noqa: F401  (what the whole package needs)
+        import mmengine  # noqa: F401
+    except ImportError:
+        package = types.ModuleType('replk_mm')
+        package.__path__ = [str(ROOT / 'replk_mm')]
+        sys.modules.setdefault('replk_mm', package)
+    return importlib.import_module('replk_mm.ops')
 
 
-def bench(fn):
+def load_backbone():
+    """The RepLKNet class; without mmengine/mmcv, its file with stand-ins for the three names it takes."""
+    try:
+        from replk_mm import RepLKNet
+        return RepLKNet
+    except ImportError:
+        pass
+
+    class DropPath(nn.Module):
+        def __init__(self, drop_prob=0.0):
+            super().__init__()
+            self.drop_prob = drop_prob
+
+        def forward(self, x):
+            if not self.training or self.drop_prob == 0.0:
+                return x
+            keep = x.new_empty((x.shape[0], ) + (1, ) * (x.dim() - 1)).bernoulli_(1 - self.drop_prob)
+            return x * keep / (1 - self.drop_prob)
+
+    class BaseModule(nn.Module):
+        def __init__(self, init_cfg=None):
+            super().__init__()
+            self.init_cfg = init_cfg
+
+    stubs = {'mmcv': {}, 'mmcv.cnn': dict(build_norm_layer=lambda cfg, channels: ('bn', nn.BatchNorm2d(channels))),
+             'mmcv.cnn.bricks': dict(DropPath=DropPath), 'mmengine': {}, 'mmengine.model': dict(BaseModule=BaseModule),
+             'replk_mm.registry': dict(register_model=lambda cls: cls)}
+    for name, attrs in stubs.items():
+        module = sys.modules.setdefault(name, types.ModuleType(name))
+        module.__dict__.update(attrs)
+    for name in ('replk_mm.models', 'replk_mm.models.backbones'):
+        package = types.ModuleType(name)
+        package.__path__ = [str(ROOT / name.replace('.', '/'))]
+        sys.modules.setdefault(name, package)
+    return importlib.import_module('replk_mm.models.backbones.replknet').RepLKNet
+
+
+def bench(fn, rep=200):
     import triton.testing
-    return triton.testing.do_bench(fn, warmup=50, rep=200, return_mode='median')
+    return triton.testing.do_bench(fn, warmup=min(50, rep // 4), rep=rep, return_mode='median')
 
 
 def bench_graph(fn):
@@ -66,6 +122,18 @@ def host_ms(fn, calls=50):
     return elapsed / calls * 1e3
 
 
+def compiled_kernels(kernels):
+    """Entries in the Triton JIT caches of our kernels (what has been compiled in this process)."""
+    count = 0
+    for kernel in (kernels._conv_plane_kernel, kernels._conv_rows_kernel, kernels._wgrad_kernel):
+        caches = getattr(kernel, 'device_caches', None)
+        if caches is not None:
+            count += sum(len(entry[0]) for entry in caches.values())
+        else:
+            count += sum(len(cache) for cache in getattr(kernel, 'cache', {}).values())
+    return count
+
+
 def make_inputs(shape, dtype, seed=0):
     N, C, S, K = shape
     gen = torch.Generator(device='cuda').manual_seed(seed)
@@ -80,50 +148,58 @@ def fwd_bwd(conv, x, w, gy):
     return lambda: torch.autograd.grad(conv(x, w), (x, w), gy)
 
 
-def torch_conv(x, w):
-    return F.conv2d(x, w, padding=w.shape[-1] // 2, groups=x.shape[1])
+def torch_conv(x, w, b=None):
+    return F.conv2d(x, w, b, padding=w.shape[-1] // 2, groups=x.shape[1])
 
 
 def rel_err(out, ref):
     return ((out.double() - ref).norm() / ref.norm()).item()
 
 
-def check(kd, shape):
-    """Relative errors of forward, grad_input and grad_weight against float64 (x, w, gy drawn in fp32)."""
-    x, w, gy = make_inputs(shape, torch.float32, seed=1)
-    xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
-    yd = torch_conv(xd, wd)
-    gxd, gwd = torch.autograd.grad(yd, (xd, wd), gy.double())
+def float64_check_rows(ops, shape):
+    """Relative errors of output and every gradient (with bias) against float64; x, w, b, gy drawn in fp32.
+
+    Each precision runs twice on fresh inputs of the same shape: the second call takes the direct
+    launch of the already compiled kernels.
+    """
     rows, tf32_before = [], torch.backends.cudnn.allow_tf32
     for name, dtype, tf32 in [('fp32', torch.float32, True), ('fp32-tf32x3', torch.float32, False),
                               ('bf16', torch.bfloat16, True), ('fp16', torch.float16, True)]:
-        torch.backends.cudnn.allow_tf32 = tf32
-        xq, wq, gq = x.to(dtype).requires_grad_(), w.to(dtype).requires_grad_(), gy.to(dtype)
-        torch.full_like(xq, float('nan'))  # poison the block the outputs will reuse: unwritten shows as NaN
-        y = kd.depthwise_conv2d_triton(xq, wq)
-        gx, gw = torch.autograd.grad(y, (xq, wq), gq)
-        errs = dict(y=rel_err(y, yd), gx=rel_err(gx, gxd), gw=rel_err(gw, gwd))
-        limit = 1e-4 if not tf32 else (1e-3 if dtype == torch.float32 else 1e-2)
-        ok = all(math.isfinite(e) and e < limit for e in errs.values())
-        rows.append(dict(shape=shape, dtype=name, ok=ok, limit=limit, **errs))
-        print(f'check {shape} {name:12s} y {errs["y"]:.2e} gx {errs["gx"]:.2e} gw {errs["gw"]:.2e} '
-              f'{"ok" if ok else "FAIL"} (< {limit:g})', flush=True)
-    torch.backends.cudnn.allow_tf32 = tf32_before
+        for seed in (1, 2):
+            x, w, gy = make_inputs(shape, torch.float32, seed=seed)
+            b = torch.randn(shape[1], device='cuda')
+            xd, wd, bd = (t.double().requires_grad_() for t in (x, w, b))
+            yd = torch_conv(xd, wd, bd)
+            grads_ref = torch.autograd.grad(yd, (xd, wd, bd), gy.double())
+            torch.backends.cudnn.allow_tf32 = tf32
+            xq, wq, bq = (t.to(dtype).requires_grad_() for t in (x, w, b))
+            torch.full_like(xq, float('nan'))  # poison the block the outputs will reuse: unwritten shows as NaN
+            y = ops.depthwise_conv2d(xq, wq, bq, impl='triton')
+            grads = torch.autograd.grad(y, (xq, wq, bq), gy.to(dtype))
+            torch.backends.cudnn.allow_tf32 = tf32_before
+            errs = dict(y=rel_err(y, yd.detach()),
+                        **{k: rel_err(g, r) for k, g, r in zip(('gx', 'gw', 'gb'), grads, grads_ref)})
+            limit = 1e-4 if not tf32 else (1e-3 if dtype == torch.float32 else 1e-2)
+            ok = all(math.isfinite(e) and e < limit for e in errs.values())
+            rows.append(dict(shape=shape, dtype=name, seed=seed, ok=ok, limit=limit, **errs))
+            print(f'check {shape} {name:12s} seed {seed} ' + ' '.join(f'{k} {v:.2e}' for k, v in errs.items())
+                  + f' {"ok" if ok else "FAIL"} (< {limit:g})', flush=True)
     return rows
 
 
-def sweep(kd, shape, dtype_name):
+def tile_sweep(kernels, shape, dtype_name):
     """Times conv (forward) and wgrad tile variants on one shape; the first of each is the default."""
     N, C, S, K = shape
     x, w, gy = make_inputs(shape, DTYPES[dtype_name])
     rows = []
     size = x.element_size()
-    for params in [None] + CONV_VARIANTS[kd.conv_config(N, S, S, K, size)['kernel']]:
-        cfg = kd.conv_config(N, S, S, K, size, **(params or {}))
-        rows.append(_time_variant('conv', shape, dtype_name, params, lambda: kd.conv(x, w, config=cfg)))
+    for params in [None] + CONV_VARIANTS[kernels.conv_config(N, S, S, K, size)['kernel']]:
+        cfg = kernels.conv_config(N, S, S, K, size, **(params or {}))
+        rows.append(_time_variant('conv', shape, dtype_name, params, lambda: kernels.launch_conv(x, w, config=cfg)))
     for params in [None] + WGRAD_VARIANTS:
-        cfg = kd.wgrad_config(N, C, S, S, K, size, kd.num_sms(x.device), **(params or {}))
-        rows.append(_time_variant('wgrad', shape, dtype_name, params, lambda: kd.conv_wgrad(x, gy, K, config=cfg)))
+        cfg = kernels.wgrad_config(N, C, S, S, K, size, kernels.num_sms(x.device), **(params or {}))
+        rows.append(_time_variant('wgrad', shape, dtype_name, params,
+                                  lambda: kernels.launch_weight_grad(x, gy, K, config=cfg)))
     return rows
 
 
@@ -132,25 +208,28 @@ def _time_variant(kernel, shape, dtype_name, params, fn):
         ms = bench(fn)
     except Exception as exc:  # a variant may not compile (shared memory, registers); report and go on
         ms, params = float('nan'), dict(params or {}, error=str(exc).splitlines()[0][:120])
-    print(f'sweep {kernel:5s} {shape} {dtype_name} {params or "default"}: {ms:.3f} ms', flush=True)
+    print(f'tile-sweep {kernel:5s} {shape} {dtype_name} {params or "default"}: {ms:.3f} ms', flush=True)
     return dict(kernel=kernel, shape=shape, dtype=dtype_name, params=params or 'default', ms=ms)
 
 
-def time_shape(kd, shape, dtype_name):
+def time_shape(ops, shape, dtype_name):
+    kernels = ops.triton_dwconv
     N, C, S, K = shape
     x, w, gy = make_inputs(shape, DTYPES[dtype_name])
     flops = 2 * N * C * S * S * K * K
     row = dict(shape=shape, dtype=dtype_name, fwd_gflop=flops / 1e9)
-    for impl, conv in [('torch', torch_conv), ('triton', kd.depthwise_conv2d_triton)]:
+    ours = lambda x, w: ops.depthwise_conv2d(x, w, impl='triton')  # noqa: E731
+    for impl, conv in [('torch', torch_conv), ('triton', ours)]:
         row[f'{impl}_fwd_ms'] = bench(lambda: conv(x, w))
         row[f'{impl}_fwdbwd_ms'] = bench(fwd_bwd(conv, x, w, gy))
         row[f'{impl}_fwdbwd_graph_ms'] = bench_graph(fwd_bwd(conv, x, w, gy))
         row[f'{impl}_fwdbwd_host_ms'] = host_ms(fwd_bwd(conv, x, w, gy))
     w_flipped = w.flip((-2, -1)).contiguous()
-    row['triton_dgrad_ms'] = bench(lambda: kd.conv(gy, w_flipped))
-    row['triton_wgrad_ms'] = bench(lambda: kd.conv_wgrad(x, gy, K))
+    row['triton_dgrad_ms'] = bench(lambda: kernels.launch_conv(gy, w_flipped))
+    row['triton_wgrad_ms'] = bench(lambda: kernels.launch_weight_grad(x, gy, K))
     row['fwd_speedup'] = row['torch_fwd_ms'] / row['triton_fwd_ms']
     row['fwdbwd_speedup'] = row['torch_fwdbwd_ms'] / row['triton_fwdbwd_ms']
+    row['host_ratio'] = row['triton_fwdbwd_host_ms'] / row['torch_fwdbwd_host_ms']
     row['triton_fwdbwd_tflops'] = 3 * flops / row['triton_fwdbwd_ms'] / 1e9
     row['floor_fwdbwd_ms'] = 3 * flops / FP32_FLOOR_TFLOPS / 1e9
     row['vs_floor'] = row['triton_fwdbwd_ms'] / row['floor_fwdbwd_ms']
@@ -159,47 +238,220 @@ def time_shape(kd, shape, dtype_name):
     return row
 
 
+def geomean(values):
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
 def print_table(rows):
     print('\n| N, C, H=W, K | dtype | torch fwd | ours fwd | x | torch fwd+bwd | ours fwd+bwd | x '
-          '| ours TFLOP/s | ours / floor | graphed: torch | ours | x | ours / floor |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+          '| ours TFLOP/s | ours / floor | graphed: torch | ours | x | ours / floor | host: torch | ours |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         print(f'| {", ".join(map(str, r["shape"]))} | {r["dtype"]} | {r["torch_fwd_ms"]:.3f} | {r["triton_fwd_ms"]:.3f} '
               f'| {r["fwd_speedup"]:.1f} | {r["torch_fwdbwd_ms"]:.3f} | {r["triton_fwdbwd_ms"]:.3f} '
               f'| {r["fwdbwd_speedup"]:.1f} | {r["triton_fwdbwd_tflops"]:.1f} | {r["vs_floor"]:.2f} '
               f'| {r["torch_fwdbwd_graph_ms"]:.3f} | {r["triton_fwdbwd_graph_ms"]:.3f} | {r["graph_speedup"]:.1f} '
-              f'| {r["graph_vs_floor"]:.2f} |')
+              f'| {r["graph_vs_floor"]:.2f} | {r["torch_fwdbwd_host_ms"]:.3f} | {r["triton_fwdbwd_host_ms"]:.3f} |')
     for dtype in sorted({r['dtype'] for r in rows}):
         sel = [r for r in rows if r['dtype'] == dtype]
-        geo = lambda key: math.exp(sum(math.log(r[key]) for r in sel) / len(sel))  # noqa: E731
-        print(f'{dtype}: geometric-mean speed-up fwd {geo("fwd_speedup"):.1f}x, fwd+bwd {geo("fwdbwd_speedup"):.1f}x, '
-              f'graphed fwd+bwd {geo("graph_speedup"):.1f}x')
+        print(f'{dtype}: geometric-mean speed-up fwd {geomean(r["fwd_speedup"] for r in sel):.1f}x, '
+              f'fwd+bwd {geomean(r["fwdbwd_speedup"] for r in sel):.1f}x, '
+              f'graphed fwd+bwd {geomean(r["graph_speedup"] for r in sel):.1f}x, '
+              f'host ours/torch {geomean(r["host_ratio"] for r in sel):.2f}x', flush=True)
+
+
+def deploy_rows(ops, shape, dtype_name):
+    """Eval forward: merged conv with bias against the large-kernel branch + BN and the whole training form."""
+    N, C, S, K = shape
+    dtype = DTYPES[dtype_name]
+    x, w, _ = make_inputs(shape, dtype)
+    w_small = (torch.randn(C, 1, 5, 5, device='cuda') / 5).to(dtype)
+    stats = [torch.rand(C, device='cuda') + 0.5 for _ in range(4)]  # mean, var, weight, bias: fp32 as under autocast
+    bias = torch.randn(C, device='cuda')
+    conv = lambda x, w, b=None: ops.depthwise_conv2d(x, w, b, impl='triton')  # noqa: E731
+    bn = lambda y: F.batch_norm(y, stats[0], stats[1], stats[2], stats[3], False, 0.0, 1e-5)  # noqa: E731
+    forms = dict(merged=lambda: conv(x, w, bias), large_branch_bn=lambda: bn(conv(x, w)),
+                 training_form=lambda: bn(conv(x, w)) + bn(conv(x, w_small)))
+    row = dict(shape=shape, dtype=dtype_name)
+    with torch.no_grad():
+        for name, fn in forms.items():
+            row[f'{name}_ms'] = bench(fn)
+            row[f'{name}_graph_ms'] = bench_graph(fn)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def detection_sizes(count, seed=0):
+    """Multi-scale detection inputs: shorter side 480-800 (step 32), long side at most 1333, aspect 1:2-2:1, padded to 32."""
+    rng = random.Random(seed)
+    sizes = []
+    while len(sizes) < count:
+        short, aspect = rng.choice(range(480, 801, 32)), math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
+        h, w = 1000.0, 1000.0 * aspect
+        scale = min(short / min(h, w), 1333 / max(h, w))
+        size = tuple(int(math.ceil(round(v * scale) / 32) * 32) for v in (h, w))
+        if size not in sizes:
+            sizes.append(size)
+    return sizes
+
+
+def sizes_sweep(ops, dtype_names, count, batch=2):
+    """Each new input size's first fwd+bwd at every stage against its steady state; compile counts."""
+    kernels = ops.triton_dwconv
+    rows, seen = [], set()
+    sizes = detection_sizes(count)
+    for dtype_name in dtype_names:
+        dtype = DTYPES[dtype_name]
+        for height, width in sizes:
+            for stride, C, K in STAGES:
+                H, W = height // stride, width // stride
+                x = torch.randn(batch, C, H, W, device='cuda', dtype=dtype, requires_grad=True)
+                w = (torch.randn(C, 1, K, K, device='cuda') / K).requires_grad_()  # fp32, as under autocast
+                gy = torch.randn(batch, C, H, W, device='cuda', dtype=dtype)
+
+                def step():
+                    return torch.autograd.grad(ops.depthwise_conv2d(x, w, impl='triton'), (x, w), gy)
+
+                compiled_before = compiled_kernels(kernels)
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                step()
+                torch.cuda.synchronize()
+                first_ms = (time.perf_counter() - start) * 1e3
+                compiled_now = compiled_kernels(kernels)
+                steady_ms = bench(step, rep=25)
+                first_of_kind = (K, dtype_name) not in seen
+                seen.add((K, dtype_name))
+                ok = first_of_kind or first_ms <= 3 * steady_ms + 2
+                rows.append(dict(dtype=dtype_name, image=(height, width), map=(batch, C, H, W), K=K,
+                                 first_ms=first_ms, steady_ms=steady_ms, first_of_kind=first_of_kind, ok=ok,
+                                 compiled_during=compiled_now - compiled_before, compiled_total=compiled_now))
+                print(f'sweep {dtype_name} image {height}x{width} map {H}x{W} K {K}: first {first_ms:.2f} ms, '
+                      f'steady {steady_ms:.3f} ms, compiled {compiled_now - compiled_before} (total {compiled_now})'
+                      f'{"" if ok else " SLOW FIRST CALL"}', flush=True)
+    later = [r for r in rows if not r['first_of_kind']]
+    summary = dict(sizes=len(sizes), rows=len(rows), later_rows=len(later), later_ok=sum(r['ok'] for r in later),
+                   worst_later_first_over_steady=max(r['first_ms'] / r['steady_ms'] for r in later),
+                   compiled_total=compiled_kernels(kernels), variants=len(kernels.variants),
+                   compiled_after_first_size=sum(r['compiled_during'] for r in later))
+    print('sweep summary:', json.dumps(summary), flush=True)
+    return dict(rows=rows, summary=summary)
+
+
+def step_ms(fn, warmup=3, repeats=10):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def compile_check(ops):
+    """opcheck on CUDA; RepLKNet-31B under torch.compile(fullgraph=True): eager vs compiled vs CUDA graphs."""
+    result = dict(opcheck={})
+    torch.manual_seed(0)
+    for dtype_name in ('fp32', 'bf16'):
+        x = torch.randn(2, 8, 20, 72, device='cuda', dtype=DTYPES[dtype_name], requires_grad=True)
+        w = torch.randn(8, 1, 13, 13, device='cuda', requires_grad=True)
+        b = torch.randn(8, device='cuda', requires_grad=True)
+        for name, args in (('bias', (x, w, b)), ('nobias', (x, w, None))):
+            report = torch.library.opcheck(torch.ops.replk_mm.depthwise_conv2d.default, args)
+            result['opcheck'][f'{dtype_name}-{name}'] = report
+            print('opcheck cuda', dtype_name, name, report, flush=True)
+    RepLKNet = load_backbone()
+    x = torch.randn(8, 3, 512, 512, device='cuda')
+    model = RepLKNet('31B', drop_path_rate=0.0).cuda().train()
+
+    def train_step(net):
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            loss = sum(o.float().mean() for o in net(x))
+        loss.backward()
+
+    result['eager_fwdbwd_ms'] = step_ms(lambda: train_step(model))
+    print('RepLKNet-31B 8x3x512x512 bf16 eager fwd+bwd', result['eager_fwdbwd_ms'], 'ms', flush=True)
+    for mode in ('default', 'reduce-overhead'):
+        torch._dynamo.reset()
+        compiled = torch.compile(model, fullgraph=True, mode=mode)
+        start = time.perf_counter()
+        try:
+            train_step(compiled)
+            torch.cuda.synchronize()
+        except Exception as exc:  # report, don't stop the run
+            result[mode] = dict(error=str(exc)[:2000])
+            print('compile', mode, 'FAILED', str(exc)[:2000], flush=True)
+            continue
+        first_s = time.perf_counter() - start
+        result[mode] = dict(first_step_s=first_s, fwdbwd_ms=step_ms(lambda: train_step(compiled)))
+        print(f'RepLKNet-31B compiled fullgraph mode={mode}: first step {first_s:.1f} s, '
+              f'fwd+bwd {result[mode]["fwdbwd_ms"]:.2f} ms', flush=True)
+    return result
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--dtypes', nargs='+', default=['fp32', 'bf16'], choices=sorted(DTYPES))
     parser.add_argument('--check', action='store_true', help='compare with float64 on the full shapes first')
-    parser.add_argument('--sweep', action='store_true', help='also time tile variants of each kernel')
+    parser.add_argument('--deploy', action='store_true', help='merged conv + bias against branches + BN (eval)')
+    parser.add_argument('--sizes-sweep', action='store_true', help='first call vs steady state at detection sizes')
+    parser.add_argument('--sweep-sizes', type=int, default=50, help='input sizes of --sizes-sweep')
+    parser.add_argument('--sweep-dtypes', nargs='+', default=['fp16', 'bf16'], choices=sorted(DTYPES))
+    parser.add_argument('--compile-check', action='store_true', help='opcheck on CUDA, torch.compile of RepLKNet-31B')
+    parser.add_argument('--tile-sweep', action='store_true', help='also time tile variants of each kernel')
     parser.add_argument('--out', help='write all numbers as JSON here')
     args = parser.parse_args()
 
     import triton
-    kd = load_kernels()
+    ops = load_ops()
+    kernels = ops.triton_dwconv
     env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
                cuda=torch.version.cuda, command=' '.join(sys.argv))
     print(env, flush=True)
-    result = dict(env=env, check=[], sweep=[], timings=[])
+    result = dict(env=env)
+
+    def save():
+        result['direct_launch'] = kernels.direct_launch
+        result['compiled_kernels'] = compiled_kernels(kernels)
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1))
+
+    # The fixed-shape sections time steady states: compile only the classes they meet.
+    kernels.precompile_size_classes = False
     if args.check:
-        result['check'] = [r for shape in SHAPES for r in check(kd, shape)]
+        result['check'] = [r for shape in SHAPES for r in float64_check_rows(ops, shape)]
+        save()
+    result['timings'] = []
     for dtype_name, shape in itertools.product(args.dtypes, SHAPES):
-        result['timings'].append(time_shape(kd, shape, dtype_name))
+        result['timings'].append(time_shape(ops, shape, dtype_name))
         print(json.dumps(result['timings'][-1]), flush=True)
-    if args.sweep:
-        result['sweep'] = [r for shape, d in itertools.product(SHAPES, args.dtypes) for r in sweep(kd, shape, d)]
-    if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=1)
+    save()
+    print_table(result['timings'])
+    if args.deploy:
+        result['deploy'] = [deploy_rows(ops, shape, d) for d, shape in itertools.product(args.dtypes, SHAPES)]
+        save()
+    if args.tile_sweep:
+        result['tile_sweep'] = [r for shape, d in itertools.product(SHAPES, args.dtypes)
+                                for r in tile_sweep(kernels, shape, d)]
+        save()
+    kernels.precompile_size_classes = True
+    for enabled, name, section in [(args.sizes_sweep, 'sizes_sweep', lambda: sizes_sweep(ops, args.sweep_dtypes,
+                                                                                         args.sweep_sizes)),
+                                   (args.compile_check, 'compile', lambda: compile_check(ops))]:
+        if enabled:
+            try:
+                result[name] = section()
+            except Exception as exc:  # keep what the other sections measured
+                result[name] = dict(error=repr(exc)[:2000])
+                print(name, 'FAILED', repr(exc)[:2000], flush=True)
+            result['precompile_size_classes'] = kernels.precompile_size_classes
+            save()
     print_table(result['timings'])
     if args.check and not all(r['ok'] for r in result['check']):
         sys.exit('correctness check failed')

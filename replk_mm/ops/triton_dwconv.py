@@ -28,6 +28,7 @@ All products accumulate in fp32. float32 operands go through the tensor cores as
 import contextlib
 import functools
 import os
+import warnings
 
 import torch
 
@@ -45,6 +46,7 @@ MAX_KERNEL = 31
 variants = set()
 
 
+@functools.lru_cache(maxsize=None)
 def available():
     """Whether Triton kernels can run in this process (on CUDA, or on the CPU in the interpreter)."""
     return triton is not None and (INTERPRET or torch.cuda.is_available())
@@ -74,15 +76,21 @@ def _row_alignment(W, itemsize):
 def size_class(H, W, itemsize=4):
     """What of a map's size the compiled kernels depend on: path, tile width and (rows) W's alignment.
 
-    At most 3 'plane' classes (tile of 16, 32 or 64 pixels) and 8 'rows' ones (tiles of 16, 32 or 64
-    columns or 32-column tiles with a halo, each with rows 16-byte aligned or not) per dtype and K.
+    One 'plane' class (tiles of 64 pixels; its BLOCK_N follows the batch: 16, 32 or 64 images) and 8
+    'rows' ones (tiles of 16, 32 or 64 columns or 32-column tiles with a halo, each with rows 16-byte
+    aligned or not) per dtype and K: :data:`CLASS_REPRESENTATIVES` has one map of each.
     """
     if H * W <= 256:
-        return 'plane', max(16, min(64, _pow2(H * W)))
+        return 'plane', 64
     align = _row_alignment(W, itemsize)
     if W > 64:
         return 'rows-halo', 32, align
     return 'rows', max(16, _pow2(W)), align
+
+
+# One (N, H, W) of every size class (and of both weight-gradient classes): the first call for a kernel
+# size and dtype compiles them all, so that no later map size waits for a compile.
+CLASS_REPRESENTATIVES = [(n, 8, 8) for n in (16, 32, 64)] + [(1, 32, w) for w in (15, 16, 31, 32, 63, 64, 95, 96)]
 
 
 def _precision(dtype, allow_tf32):
@@ -134,9 +142,75 @@ def num_sms(device):
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == 'cuda' else 1
 
 
+class _Launch:
+    """The fixed part of one kernel call (kernel, grid, compile-time arguments), computed once per shape.
+
+    After the first launch on a device it keeps the compiled kernel and launches it directly:
+    Triton's generic path binds, specialises and hashes every argument again on each call, which at
+    the 7x7 stage costs more host time than the GPU work. Pointers must be 16-byte aligned for that
+    (Triton specialises on it); others take the generic path. Where the direct launch does not fit
+    this Triton version, the generic path is used for good (``direct_launch`` turns False).
+    """
+    __slots__ = ('kernel', 'grid', 'meta', 'constexprs', 'compiled')
+
+    def __init__(self, kernel, grid, meta, dtype):
+        self.kernel, self.grid, self.meta = kernel, grid, meta
+        self.constexprs = tuple(meta[name] for name in kernel.arg_names if name in meta)
+        self.compiled = {}
+        variants.add((kernel.__name__, str(dtype), tuple(sorted(meta.items()))))
+
+    def __call__(self, device, tensors, sizes):
+        global direct_launch
+        aligned = all(t.data_ptr() % 16 == 0 for t in tensors)
+        compiled = self.compiled.get(device.index) if aligned and direct_launch else None
+        with _device_guard(device):
+            if compiled is not None:
+                try:
+                    compiled.run(*self.grid, torch._C._cuda_getCurrentRawStream(device.index), compiled.function,
+                                 compiled.packed_metadata, None, None, None, *tensors, *sizes, *self.constexprs)
+                    return
+                except (AttributeError, TypeError):
+                    direct_launch = False
+            compiled = self.kernel[self.grid](*tensors, *sizes, **self.meta)
+        if aligned and device.type == 'cuda' and hasattr(compiled, 'run'):
+            self.compiled[device.index] = compiled
+
+    def compile(self, device, dtypes, num_sizes):
+        """Compile for pointers of these dtypes without launching (sizes do not enter what is compiled)."""
+        with _device_guard(device):
+            self.kernel.warmup(*dtypes, *([1] * num_sizes), grid=self.grid, **self.meta)
+
+
+# Whether compiled kernels are launched directly (see _Launch); the benchmark reports it.
+direct_launch = True
+# Whether the first call for a (K, dtype) compiles every size class (CLASS_REPRESENTATIVES) at once.
+precompile_size_classes = True
+_precompiled = set()
+
+
+def _precompile(kind, device, K, dtypes, allow_tf32):
+    """On the first call of this kind, K and dtypes on a CUDA device, compile all its size classes."""
+    global precompile_size_classes
+    key = (kind, device, K, dtypes, allow_tf32)
+    if INTERPRET or not precompile_size_classes or device.type != 'cuda' or key in _precompiled:
+        return
+    _precompiled.add(key)
+    try:
+        for N, H, W in CLASS_REPRESENTATIVES:
+            if kind == 'conv':
+                _conv_launch((N, 1, H, W), K, dtypes[0], dtypes[2] is not None, allow_tf32).compile(
+                    device, (dtypes[0], dtypes[0], dtypes[2] or dtypes[0], dtypes[0]), 4)
+            else:  # gw accumulates in float32
+                _wgrad_launch((N, 1, H, W), K, dtypes[0], allow_tf32, num_sms(device))[0].compile(
+                    device, (dtypes[0], dtypes[0], torch.float32), 5)
+    except (AttributeError, TypeError) as exc:  # a Triton without warmup(dtype, ...): compile on first use
+        warnings.warn(f'replk_mm.ops: cannot compile size classes ahead ({exc}); each compiles on first use')
+        precompile_size_classes = False
+
+
 @functools.lru_cache(maxsize=4096)
 def _conv_launch(shape, K, dtype, has_bias, allow_tf32, config=None):
-    """(kernel, grid, compile-time arguments) of one conv call: computed once per shape and dtype."""
+    """The :class:`_Launch` of one conv call shape; ``dtype`` is the input's (the weight has it too)."""
     N, C, H, W = shape
     cfg = dict(config or conv_config(N, H, W, K, dtype.itemsize))
     # UPCAST: the interpreter cannot multiply bf16 (see docs/dwconv_notes.md, Testing).
@@ -149,40 +223,39 @@ def _conv_launch(shape, K, dtype, has_bias, allow_tf32, config=None):
         kernel = _conv_rows_kernel
         grid = (triton.cdiv(N * H, cfg['BLOCK_M']), C, triton.cdiv(W, cfg['BLOCK_WO']))
     meta.update(cfg)
-    variants.add((kernel.__name__, str(dtype), tuple(sorted(meta.items()))))
-    return kernel, grid, meta
+    return _Launch(kernel, grid, meta, dtype)
 
 
 @functools.lru_cache(maxsize=4096)
 def _wgrad_launch(shape, K, dtype, allow_tf32, sms, config=None):
-    """(grid, T_PER_PROG, compile-time arguments) of one weight-gradient call."""
+    """(:class:`_Launch`, T_PER_PROG) of one weight-gradient call shape."""
     N, C, H, W = shape
     cfg = dict(config or wgrad_config(N, C, H, W, K, dtype.itemsize, sms))
     t_per_prog = cfg.pop('T_PER_PROG')
     meta = dict(K=K, PRECISION=_precision(dtype, allow_tf32), UPCAST=INTERPRET and dtype == torch.bfloat16, **cfg)
-    variants.add(('_wgrad_kernel', str(dtype), tuple(sorted(meta.items()))))
-    return (C, triton.cdiv(N * H * W, t_per_prog)), t_per_prog, meta
+    return _Launch(_wgrad_kernel, (C, triton.cdiv(N * H * W, t_per_prog)), meta, dtype), t_per_prog
 
 
 def launch_conv(x, w, bias=None, config=None):
     """Depthwise conv of contiguous NCHW ``x`` with contiguous ``w`` (C, 1, K, K) of x's dtype."""
-    N, C, H, W = x.shape
-    kernel, grid, meta = _conv_launch((N, C, H, W), w.shape[-1], x.dtype, bias is not None,
-                                      torch.backends.cudnn.allow_tf32, config and _Frozen(config))
+    allow_tf32 = torch.backends.cudnn.allow_tf32
+    if config is None:
+        _precompile('conv', x.device, w.shape[-1], (x.dtype, w.dtype, None if bias is None else bias.dtype),
+                    allow_tf32)
+    launch = _conv_launch(x.shape, w.shape[-1], x.dtype, bias is not None, allow_tf32, config and _Frozen(config))
     y = torch.empty_like(x)
-    with _device_guard(x.device):
-        kernel[grid](x, w, x if bias is None else bias, y, N, C, H, W, **meta)
+    launch(x.device, (x, w, x if bias is None else bias, y), (x.shape[0], x.shape[1], x.shape[2], x.shape[3]))
     return y
 
 
 def launch_weight_grad(x, gy, K, config=None):
     """Weight gradient (C, 1, K, K) in float32 from contiguous NCHW input and output gradient."""
-    N, C, H, W = x.shape
-    grid, t_per_prog, meta = _wgrad_launch((N, C, H, W), K, x.dtype, torch.backends.cudnn.allow_tf32,
-                                           num_sms(x.device), config and _Frozen(config))
-    gw = torch.zeros((C, 1, K, K), device=x.device, dtype=torch.float32)
-    with _device_guard(x.device):
-        _wgrad_kernel[grid](x, gy, gw, N, C, H, W, t_per_prog, **meta)
+    allow_tf32 = torch.backends.cudnn.allow_tf32
+    if config is None:
+        _precompile('wgrad', x.device, K, (x.dtype, ), allow_tf32)
+    launch, t_per_prog = _wgrad_launch(x.shape, K, x.dtype, allow_tf32, num_sms(x.device), config and _Frozen(config))
+    gw = torch.zeros((x.shape[1], 1, K, K), device=x.device, dtype=torch.float32)
+    launch(x.device, (x, gy, gw), (x.shape[0], x.shape[1], x.shape[2], x.shape[3], t_per_prog))
     return gw
 
 
