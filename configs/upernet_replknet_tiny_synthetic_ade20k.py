@@ -1,6 +1,7 @@
 # The quickstart: a tiny RepLKNet (large kernels kept, few channels) with UperNet, trained from
 # scratch on the synthetic ADE20K-format set that `tools/quickstart.py` writes to data_root.
-# A few minutes on 2 CPU cores; the same recipe as upernet_replknet31b_ade20k.py otherwise.
+# A few minutes on 2 CPU cores; its own short schedule, batch and crop, no gradient checkpointing (only
+# slower on a CPU); otherwise the model recipe of upernet_replknet31b_ade20k.py.
 _base_ = ['./upernet_replknet31b_ade20k.py']
 data_root = 'data/synthetic_ade20k'
 crop_size = (128, 128)
@@ -11,7 +12,7 @@ model = dict(
         arch=dict(_delete_=True, large_kernel_sizes=[31, 29, 27, 13], layers=[1, 1, 2, 1],
                   channels=[16, 32, 64, 128],
                   small_kernel=5, dw_ratio=1),
-        drop_path_rate=0.1, norm_cfg=norm_cfg, init_cfg=None),
+        drop_path_rate=0.1, with_cp=False, norm_cfg=norm_cfg, init_cfg=None),
     decode_head=dict(in_channels=[16, 32, 64, 128], channels=64, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=64, channels=32, norm_cfg=norm_cfg))
 
@@ -44,6 +45,7 @@ param_scheduler = [
     dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=20, end=max_iters),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+auto_scale_lr = dict(base_batch_size=4)  # lr 2e-3 belongs to this config's single-process batch of 4
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=2))
