@@ -1,5 +1,9 @@
-# Cascade Mask R-CNN 3x, RepLKNet-31B (ImageNet-22K), COCO, global batch 16 (8 GPUs x 2).
-# Another global batch B: pass --auto-scale-lr (lr 4e-4 x B / 16, auto_scale_lr.base_batch_size = 16).
+# Cascade Mask R-CNN 3x, RepLKNet-31B (ImageNet-22K), COCO.
+# Follows the official detection/configs/RepLKNet-31B_22Kpretrain_cascade_mask_rcnn_3x_coco.py.
+# Global batch 8 = 8 GPUs x 1 image (the official file: 1 per GPU, GPU count not stated), 36 epochs of train2017
+# (about 4.2M images), warm-up 500 iterations (linear from 0.001); AdamW lr 4e-4, not scaled
+# (base_batch_size 8); drop path 0.4; gradient checkpointing (the official use_checkpoint=True).
+# Train: shorter side 480-800 (long side up to 1333), or resize 400-600, crop 384-600 and resize again; test 1333x800.
 # Published: 53.0 box AP / 46.0 mask AP, 137M parameters.
 _base_ = ['./_base_/cascade_mask_rcnn_replknet.py']
 model = dict(

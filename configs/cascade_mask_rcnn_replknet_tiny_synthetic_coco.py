@@ -1,6 +1,6 @@
 # The detection test config: a tiny RepLKNet (large kernels kept, few channels) with a narrow Cascade Mask
 # R-CNN, trained from scratch on the 3-class synthetic COCO-format set that
-# `replk_mm.datasets.synthetic_coco.make_coco(data_root)` writes. About a second per iteration on a CPU core;
+# `replk_mm.data.make_coco(data_root)` writes. About a second per iteration on a CPU core;
 # otherwise the recipe of cascade_mask_rcnn_replknet31b_coco.py (4conv1fc GIoU cascade, multi-scale + crop, AdamW).
 _base_ = ['./cascade_mask_rcnn_replknet31b_coco.py']
 data_root = 'data/synthetic_coco/'
@@ -52,7 +52,7 @@ test_pipeline = [
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 train_dataloader = dict(
-    num_workers=0, persistent_workers=False,
+    batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
 val_dataloader = dict(
     num_workers=0, persistent_workers=False,
@@ -64,6 +64,7 @@ test_evaluator = val_evaluator
 max_epochs = 2
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
+auto_scale_lr = dict(base_batch_size=2)  # lr 1e-3 belongs to this config's single-process batch of 2
 # A short warm-up, then a constant lr: train_cfg.max_epochs can be changed on its own.
 param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4)]
 default_hooks = dict(logger=dict(interval=2), checkpoint=dict(max_keep_ckpts=2))

@@ -1,5 +1,6 @@
-# Cascade Mask R-CNN + RepLKNet, the paper's COCO 3x recipe: the settings shared by every detection config here.
-# Leaf configs set the arch, its channels, the drop path and the pretrained file.
+# Cascade Mask R-CNN + RepLKNet, the paper's COCO 3x recipe: the settings shared by every detection config here,
+# as the official detection/configs/RepLKNet_cascade_mask_rcnn_coco.py and its *_cascade_mask_rcnn_3x_coco.py
+# leaves. Leaf configs set the arch, its channels, the drop path, the pretrained file and the batch.
 _base_ = [
     'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
@@ -45,19 +46,21 @@ train_pipeline = [
     ]),
     dict(type='PackDetInputs'),
 ]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-
-# 3x: 36 epochs, x0.1 at epochs 27 and 33, after a 500-iteration linear warm-up.
+# 3x: 36 epochs, x0.1 at epochs 27 and 33, after a 500-iteration linear warm-up from 0.001 (mmdet 2.x's
+# schedule_1x, which the official files inherit).
 max_epochs = 36
 train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[27, 33], gamma=0.1),
 ]
-# AdamW, no weight decay on norms. Mixed precision: pass --amp to tools/train.py.
+# AdamW, no weight decay on norms, no gradient clipping. Mixed precision: pass --amp to tools/train.py.
 optim_wrapper = dict(
     optimizer=dict(_delete_=True, type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0))
-# The schedule assumes a global batch of 16 (8 GPUs x 2 images, the base's batch_size=2). With another
-# global batch B, use lr = 4e-4 * B / 16, or pass --auto-scale-lr to tools/train.py (it reads
-# auto_scale_lr.base_batch_size = 16 from mmdet's schedule base).
+# The official files put 1 image on each GPU (XL: 4) and do not state the number of GPUs; these configs
+# assume mmdet's 8, so a global batch of 8 (XL: 32), and keep lr 4e-4 unscaled. base_batch_size states
+# that batch (leaf configs set it); the lr was never scaled by the authors, so to reproduce leave
+# --auto-scale-lr off: the schedule is in epochs, and fewer GPUs see the same images in more iterations.
+train_dataloader = dict(batch_size=1, dataset=dict(pipeline=train_pipeline))
+auto_scale_lr = dict(base_batch_size=8)
