@@ -76,12 +76,15 @@ def _row_alignment(W, itemsize):
 def size_class(H, W, itemsize=4):
     """What of a map's size the compiled kernels depend on: path, tile width and (rows) W's alignment.
 
-    One 'plane' class (tiles of 64 pixels; its BLOCK_N follows the batch: 16, 32 or 64 images) and 8
-    'rows' ones (tiles of 16, 32 or 64 columns or 32-column tiles with a halo, each with rows 16-byte
-    aligned or not) per dtype and K: :data:`CLASS_REPRESENTATIVES` has one map of each.
+    Two 'plane' classes (tiles of 64 pixels, maps 16-byte aligned or not; BLOCK_N follows the batch:
+    16, 32 or 64 images) and 8 'rows' ones (tiles of 16, 32 or 64 columns or 32-column tiles with a
+    halo, each with rows 16-byte aligned or not) per dtype and K; the weight gradient has the
+    alignment and map size (up to 256 pixels or more) as classes. :data:`CLASS_REPRESENTATIVES` has
+    one map of each. The alignment tells the compiler that W (H*W for 'plane') is a multiple of the
+    16-byte vector, so that masked row loads stay vectorised with W a runtime value.
     """
     if H * W <= 256:
-        return 'plane', 64
+        return 'plane', 64, _row_alignment(H * W, itemsize)
     align = _row_alignment(W, itemsize)
     if W > 64:
         return 'rows-halo', 32, align
@@ -90,7 +93,8 @@ def size_class(H, W, itemsize=4):
 
 # One (N, H, W) of every size class (and of both weight-gradient classes): the first call for a kernel
 # size and dtype compiles them all, so that no later map size waits for a compile.
-CLASS_REPRESENTATIVES = [(n, 8, 8) for n in (16, 32, 64)] + [(1, 32, w) for w in (15, 16, 31, 32, 63, 64, 95, 96)]
+CLASS_REPRESENTATIVES = ([(n, 7, s) for n in (16, 32, 64) for s in (7, 8)]
+                         + [(1, 32, w) for w in (15, 16, 31, 32, 63, 64, 95, 96)])
 
 
 def _precision(dtype, allow_tf32):
@@ -110,8 +114,8 @@ def conv_config(N, H, W, K, itemsize, kernel=None, block_n=None, block_m=None, b
     """
     kernel = kernel or size_class(H, W)[0].split('-')[0]
     if kernel == 'plane':
-        return dict(kernel='plane', BLOCK_N=block_n or max(16, min(64, _pow2(N))), BLOCK_R=size_class(H, W)[1],
-                    num_warps=num_warps or 4, num_stages=num_stages or (1 if itemsize == 4 else 2))
+        return dict(kernel='plane', BLOCK_N=block_n or max(16, min(64, _pow2(N))), BLOCK_R=64,
+                    ALIGN=_row_alignment(H * W, itemsize), num_warps=num_warps or 4, num_stages=num_stages or (1 if itemsize == 4 else 2))
     wide = 32 < W <= 64 and block_wo is None  # one 64-column tile: fp32 tiles fill shared memory
     block_m = block_m or (128 if wide else 256)
     num_stages = num_stages or (3 if itemsize == 4 and not wide else 2)
@@ -133,7 +137,7 @@ def wgrad_config(N, C, H, W, K, itemsize, sms, block_t=128, waves=16, num_warps=
     split = max(1, min(-(-waves * sms // C), chunks // 4))
     num_stages = num_stages or (1 if H * W <= 256 else 2 if itemsize == 4 else 3)
     return dict(T_PER_PROG=-(-chunks // split) * block_t, BLOCK_T=block_t, KP=max(16, _pow2(K)),
-                num_warps=num_warps, num_stages=num_stages)
+                ALIGN=_row_alignment(W, itemsize), num_warps=num_warps, num_stages=num_stages)
 
 
 @functools.lru_cache(maxsize=None)
@@ -169,8 +173,9 @@ class _Launch:
                     compiled.run(*self.grid, torch._C._cuda_getCurrentRawStream(device.index), compiled.function,
                                  compiled.packed_metadata, None, None, None, *tensors, *sizes, *self.constexprs)
                     return
-                except (AttributeError, TypeError):
+                except (AttributeError, TypeError) as exc:
                     direct_launch = False
+                    warnings.warn(f'replk_mm.ops: direct launch unavailable ({exc!r}); using Triton\'s launcher')
             compiled = self.kernel[self.grid](*tensors, *sizes, **self.meta)
         if aligned and device.type == 'cuda' and hasattr(compiled, 'run'):
             self.compiled[device.index] = compiled
@@ -278,14 +283,14 @@ if triton is not None:
     @triton.jit(do_not_specialize=['N', 'C', 'H', 'W'])
     def _conv_plane_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, C, H, W, K: tl.constexpr, HAS_BIAS: tl.constexpr,
                            PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_N: tl.constexpr,
-                           BLOCK_R: tl.constexpr):
+                           BLOCK_R: tl.constexpr, ALIGN: tl.constexpr):
         """One channel, BLOCK_N images x BLOCK_R output pixels: y[n, r] = sum_q x[n, q] * M[q, r].
 
         M[q, r] is the tap joining input pixel q to output pixel r, gathered from the weights; only
         input pixels within K // 2 rows of the output block are visited.
         """
         P: tl.constexpr = K // 2
-        HW = H * W
+        HW = tl.multiple_of(H * W, ALIGN)
         n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         c = tl.program_id(1)
         r0 = tl.program_id(2) * BLOCK_R
@@ -321,6 +326,7 @@ if triton is not None:
                           ALIGN: tl.constexpr):
         """One channel, BLOCK_M rows (numbered over all images) x BLOCK_WO columns: sum over kh of X_kh @ T_kh."""
         P: tl.constexpr = K // 2
+        W = tl.multiple_of(W, ALIGN)
         m0 = tl.program_id(0) * BLOCK_M
         c = tl.program_id(1)
         j0 = tl.program_id(2) * BLOCK_WO
@@ -352,8 +358,7 @@ if triton is not None:
             t = tl.load(w_ptr + c * K * K + kh * K + tap, mask=tap_ok, other=0.)
             r = h + (kh - P)
             a_ok = (row_ok & (r >= 0) & (r < H))[:, None] & col_in_ok[None, :]
-            a_row = tl.multiple_of(row_off + (kh - P) * W, ALIGN)
-            a = tl.load(x_ptr + a_row[:, None] + col_in[None, :], mask=a_ok, other=0.)
+            a = tl.load(x_ptr + (row_off + (kh - P) * W)[:, None] + col_in[None, :], mask=a_ok, other=0.)
             if UPCAST:
                 a, t = a.to(tl.float32), t.to(tl.float32)
             acc = tl.dot(a, t, acc, input_precision=PRECISION)
@@ -362,18 +367,18 @@ if triton is not None:
             acc += tl.load(b_ptr + c).to(tl.float32)
         col_out = j0 + jj
         y_ok = row_ok[:, None] & (col_out < W)[None, :]
-        y_row = tl.multiple_of(row_off, ALIGN)
-        tl.store(y_ptr + y_row[:, None] + col_out[None, :], acc.to(y_ptr.dtype.element_ty), mask=y_ok)
+        tl.store(y_ptr + row_off[:, None] + col_out[None, :], acc.to(y_ptr.dtype.element_ty), mask=y_ok)
 
     @triton.jit(do_not_specialize=['N', 'C', 'H', 'W', 'T_PER_PROG'])
     def _wgrad_kernel(x_ptr, gy_ptr, gw_ptr, N, C, H, W, T_PER_PROG, K: tl.constexpr, PRECISION: tl.constexpr,
-                      UPCAST: tl.constexpr, KP: tl.constexpr, BLOCK_T: tl.constexpr):
+                      UPCAST: tl.constexpr, KP: tl.constexpr, BLOCK_T: tl.constexpr, ALIGN: tl.constexpr):
         """gw[c] += X_s[kh, t] @ GY_s[t, kw] over this program's slice of t = (n, h, i)."""
         P: tl.constexpr = K // 2
+        W = tl.multiple_of(W, ALIGN)
         HW = H * W
         c = tl.program_id(0)
         total = N * HW
-        t_start = tl.program_id(1) * T_PER_PROG
+        t_start = tl.multiple_of(tl.program_id(1) * T_PER_PROG, BLOCK_T)
         t_end = tl.minimum(t_start + T_PER_PROG, total)
         k = tl.arange(0, KP)
         acc = tl.zeros((KP, KP), dtype=tl.float32)
