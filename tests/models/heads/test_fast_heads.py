@@ -9,6 +9,7 @@ from mmseg.models.decode_heads import FCNHead, UPerHead
 from mmseg.models.losses import accuracy
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from replk_mm.models.heads.decode_heads import FastFCNHead, FastUPerHead, top1_accuracy
 from replk_mm.models.heads.resize import _cached_interpolation_matrix, bilinear_resize, interpolation_matrix
@@ -190,6 +191,37 @@ def test_fast_fcn_head_matches_fcn_head(align_corners, class_weight, avg_non_ign
     features, samples = _batch([(32, 32), (16, 16), (8, 8), (4, 4)], channels, (128, 128), seed=3,
                                ignore_index=ignore_index)
     _assert_same_training_step(stock, fast, features, samples)
+
+
+class HostSyncCounter(TorchDispatchMode):
+    """Counts the ops that make a CUDA host wait for the device: scalar reads and boolean-mask indexing."""
+
+    def __init__(self):
+        super().__init__()
+        self.syncs = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        masks = args[1] if name == 'aten.index' else ()
+        if name in ('aten.nonzero', 'aten._local_scalar_dense', 'aten.masked_select') or any(
+                isinstance(index, torch.Tensor) and index.dtype == torch.bool for index in masks):
+            self.syncs.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_fast_uper_head_training_step_never_waits_for_the_device():
+    """mmseg's accuracy indexes with boolean masks twice per head (a host-device sync each); ours does not."""
+    channels = [8, 16, 24, 32]
+    head_cfg = dict(in_channels=channels, in_index=[0, 1, 2, 3], channels=16, num_classes=NUM_CLASSES,
+                    norm_cfg=dict(type='BN', requires_grad=True))
+    syncs = {}
+    for head in _head_pair(UPerHead, FastUPerHead, head_cfg):
+        features, samples = _batch([(32, 32), (16, 16), (8, 8), (4, 4)], channels, (128, 128), seed=5)
+        with HostSyncCounter() as counter:
+            losses = head.loss(features, samples, train_cfg=None)
+            losses['loss_ce'].backward()
+        syncs[type(head).__name__] = counter.syncs
+    assert syncs == {'UPerHead': ['aten.index', 'aten.index'], 'FastUPerHead': []}
 
 
 def test_fast_heads_predict_like_stock_heads():
