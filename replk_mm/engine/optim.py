@@ -30,7 +30,7 @@ def merge_param_groups(param_groups, defaults):
     """
     merged = []
     for group in param_groups:
-        settings = {**defaults, **{key: value for key, value in group.items() if key != 'params'}}
+        settings = {**defaults, **_settings(group)}
         target = next((candidate for candidate in merged if _settings(candidate) == settings), None)
         if target is None:
             merged.append({**settings, 'params': list(group['params'])})
