@@ -149,36 +149,19 @@ def num_sms(device):
 class _Launch:
     """The fixed part of one kernel call (kernel, grid, compile-time arguments), computed once per shape.
 
-    After the first launch on a device it keeps the compiled kernel and launches it directly:
-    Triton's generic path binds, specialises and hashes every argument again on each call, which at
-    the 7x7 stage costs more host time than the GPU work. Pointers must be 16-byte aligned for that
-    (Triton specialises on it); others take the generic path. Where the direct launch does not fit
-    this Triton version, the generic path is used for good (``direct_launch`` turns False).
+    ``w_divisor`` is the alignment the kernel takes W divided by (see :func:`size_class`): a kernel
+    that receives ``W // ALIGN`` and multiplies it back by the compile-time ALIGN lets the compiler
+    prove W's divisibility, which a hint on a kernel argument does not (Triton drops it).
     """
-    __slots__ = ('kernel', 'grid', 'meta', 'constexprs', 'compiled')
+    __slots__ = ('kernel', 'grid', 'meta', 'w_divisor')
 
-    def __init__(self, kernel, grid, meta, dtype):
-        self.kernel, self.grid, self.meta = kernel, grid, meta
-        self.constexprs = tuple(meta[name] for name in kernel.arg_names if name in meta)
-        self.compiled = {}
+    def __init__(self, kernel, grid, meta, dtype, w_divisor=1):
+        self.kernel, self.grid, self.meta, self.w_divisor = kernel, grid, meta, w_divisor
         variants.add((kernel.__name__, str(dtype), tuple(sorted(meta.items()))))
 
     def __call__(self, device, tensors, sizes):
-        global direct_launch
-        aligned = all(t.data_ptr() % 16 == 0 for t in tensors)
-        compiled = self.compiled.get(device.index) if aligned and direct_launch else None
         with _device_guard(device):
-            if compiled is not None:
-                try:
-                    compiled.run(*self.grid, torch._C._cuda_getCurrentRawStream(device.index), compiled.function,
-                                 compiled.packed_metadata, None, None, None, *tensors, *sizes, *self.constexprs)
-                    return
-                except (AttributeError, TypeError) as exc:
-                    direct_launch = False
-                    warnings.warn(f'replk_mm.ops: direct launch unavailable ({exc!r}); using Triton\'s launcher')
-            compiled = self.kernel[self.grid](*tensors, *sizes, **self.meta)
-        if aligned and device.type == 'cuda' and hasattr(compiled, 'run'):
-            self.compiled[device.index] = compiled
+            self.kernel[self.grid](*tensors, *sizes, **self.meta)
 
     def compile(self, device, dtypes, num_sizes):
         """Compile for pointers of these dtypes without launching (sizes do not enter what is compiled)."""
@@ -186,8 +169,6 @@ class _Launch:
             self.kernel.warmup(*dtypes, *([1] * num_sizes), grid=self.grid, **self.meta)
 
 
-# Whether compiled kernels are launched directly (see _Launch); the benchmark reports it.
-direct_launch = True
 # Whether the first call for a (K, dtype) compiles every size class (CLASS_REPRESENTATIVES) at once.
 precompile_size_classes = True
 _precompiled = set()
@@ -228,7 +209,7 @@ def _conv_launch(shape, K, dtype, has_bias, allow_tf32, config=None):
         kernel = _conv_rows_kernel
         grid = (triton.cdiv(N * H, cfg['BLOCK_M']), C, triton.cdiv(W, cfg['BLOCK_WO']))
     meta.update(cfg)
-    return _Launch(kernel, grid, meta, dtype)
+    return _Launch(kernel, grid, meta, dtype, cfg['ALIGN'] if kernel is _conv_rows_kernel else 1)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -238,7 +219,7 @@ def _wgrad_launch(shape, K, dtype, allow_tf32, sms, config=None):
     cfg = dict(config or wgrad_config(N, C, H, W, K, dtype.itemsize, sms))
     t_per_prog = cfg.pop('T_PER_PROG')
     meta = dict(K=K, PRECISION=_precision(dtype, allow_tf32), UPCAST=INTERPRET and dtype == torch.bfloat16, **cfg)
-    return _Launch(_wgrad_kernel, (C, triton.cdiv(N * H * W, t_per_prog)), meta, dtype), t_per_prog
+    return _Launch(_wgrad_kernel, (C, triton.cdiv(N * H * W, t_per_prog)), meta, dtype, cfg['ALIGN']), t_per_prog
 
 
 def launch_conv(x, w, bias=None, config=None):
@@ -249,7 +230,8 @@ def launch_conv(x, w, bias=None, config=None):
                     allow_tf32)
     launch = _conv_launch(x.shape, w.shape[-1], x.dtype, bias is not None, allow_tf32, config and _Frozen(config))
     y = torch.empty_like(x)
-    launch(x.device, (x, w, x if bias is None else bias, y), (x.shape[0], x.shape[1], x.shape[2], x.shape[3]))
+    launch(x.device, (x, w, x if bias is None else bias, y),
+           (x.shape[0], x.shape[1], x.shape[2], x.shape[3] // launch.w_divisor))
     return y
 
 
@@ -260,7 +242,7 @@ def launch_weight_grad(x, gy, K, config=None):
         _precompile('wgrad', x.device, K, (x.dtype, ), allow_tf32)
     launch, t_per_prog = _wgrad_launch(x.shape, K, x.dtype, allow_tf32, num_sms(x.device), config and _Frozen(config))
     gw = torch.zeros((x.shape[1], 1, K, K), device=x.device, dtype=torch.float32)
-    launch(x.device, (x, gy, gw), (x.shape[0], x.shape[1], x.shape[2], x.shape[3], t_per_prog))
+    launch(x.device, (x, gy, gw), (x.shape[0], x.shape[1], x.shape[2], x.shape[3] // launch.w_divisor, t_per_prog))
     return gw
 
 
@@ -319,14 +301,14 @@ if triton is not None:
         y_ok = n_ok[:, None] & (r < HW)[None, :]
         tl.store(y_ptr + plane[:, None] + r[None, :], acc.to(y_ptr.dtype.element_ty), mask=y_ok)
 
-    @triton.jit(do_not_specialize=['N', 'C', 'H', 'W'])
-    def _conv_rows_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, C, H, W, K: tl.constexpr, HAS_BIAS: tl.constexpr,
+    @triton.jit(do_not_specialize=['N', 'C', 'H', 'W_BY_ALIGN'])
+    def _conv_rows_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, C, H, W_BY_ALIGN, K: tl.constexpr, HAS_BIAS: tl.constexpr,
                           PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
                           BLOCK_WO: tl.constexpr, BLOCK_WI: tl.constexpr, COL_OFF: tl.constexpr,
                           ALIGN: tl.constexpr):
         """One channel, BLOCK_M rows (numbered over all images) x BLOCK_WO columns: sum over kh of X_kh @ T_kh."""
         P: tl.constexpr = K // 2
-        W = tl.multiple_of(W, ALIGN)
+        W = W_BY_ALIGN * ALIGN  # a multiple of ALIGN the compiler can see: vectorised masked loads
         m0 = tl.program_id(0) * BLOCK_M
         c = tl.program_id(1)
         j0 = tl.program_id(2) * BLOCK_WO
@@ -369,12 +351,12 @@ if triton is not None:
         y_ok = row_ok[:, None] & (col_out < W)[None, :]
         tl.store(y_ptr + row_off[:, None] + col_out[None, :], acc.to(y_ptr.dtype.element_ty), mask=y_ok)
 
-    @triton.jit(do_not_specialize=['N', 'C', 'H', 'W', 'T_PER_PROG'])
-    def _wgrad_kernel(x_ptr, gy_ptr, gw_ptr, N, C, H, W, T_PER_PROG, K: tl.constexpr, PRECISION: tl.constexpr,
+    @triton.jit(do_not_specialize=['N', 'C', 'H', 'W_BY_ALIGN', 'T_PER_PROG'])
+    def _wgrad_kernel(x_ptr, gy_ptr, gw_ptr, N, C, H, W_BY_ALIGN, T_PER_PROG, K: tl.constexpr, PRECISION: tl.constexpr,
                       UPCAST: tl.constexpr, KP: tl.constexpr, BLOCK_T: tl.constexpr, ALIGN: tl.constexpr):
         """gw[c] += X_s[kh, t] @ GY_s[t, kw] over this program's slice of t = (n, h, i)."""
         P: tl.constexpr = K // 2
-        W = tl.multiple_of(W, ALIGN)
+        W = W_BY_ALIGN * ALIGN
         HW = H * W
         c = tl.program_id(0)
         total = N * HW
