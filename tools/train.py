@@ -24,6 +24,8 @@ def parse_args():
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
                         help='resume from the latest checkpoint in the work dir, or from the given checkpoint')
     parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision training')
+    parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'],
+                        help='mixed precision in this dtype (implies --amp; --amp alone: float16 on GPUs)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the actual batch size over auto_scale_lr.base_batch_size')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -32,6 +34,21 @@ def parse_args():
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return parser.parse_args()
+
+
+def enable_amp(cfg, dtype=None):
+    """--amp / --amp-dtype: AmpOptimWrapper autocasting to ``dtype`` (None: the device's default).
+
+    float16 keeps dynamic loss scaling against gradient underflow; bfloat16 has float32's exponent range,
+    so its scaler is switched off (scaling would only add an overflow check and skipped steps).
+    """
+    if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        print_log('AMP training is already enabled in your config.', logger='current', level=logging.WARNING)
+    else:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = dict(enabled=False) if dtype == 'bfloat16' else 'dynamic'
+    if dtype is not None:
+        cfg.optim_wrapper.dtype = dtype
 
 
 def main():
@@ -53,12 +70,8 @@ def main():
         sys.exit(f'error: {err.args[0] if err.args else err}')
     apply_training_safeguards(cfg)
 
-    if args.amp:
-        if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
-            print_log('AMP training is already enabled in your config.', logger='current', level=logging.WARNING)
-        else:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.amp or args.amp_dtype:
+        enable_amp(cfg, args.amp_dtype)
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             sys.exit(f'error: --auto-scale-lr needs auto_scale_lr.base_batch_size in {args.config}')
