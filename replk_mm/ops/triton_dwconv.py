@@ -46,7 +46,6 @@ MAX_KERNEL = 31
 variants = set()
 
 
-@functools.lru_cache(maxsize=None)
 def available():
     """Whether Triton kernels can run in this process (on CUDA, or on the CPU in the interpreter)."""
     return triton is not None and (INTERPRET or torch.cuda.is_available())

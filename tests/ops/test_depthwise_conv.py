@@ -293,6 +293,7 @@ def test_compiles_fullgraph_forward_and_backward():
     """torch.compile(fullgraph=True) keeps the op as one node forward and its two ops backward."""
     if INTERPRET:
         pytest.skip('runs in the parent process')
+    from functorch.compile import make_boxed_func
     from torch._dynamo.backends.common import aot_autograd
     torch.manual_seed(11)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), DepthwiseConv2d(4, 7, bias=True, impl='triton'),
@@ -301,7 +302,7 @@ def test_compiles_fullgraph_forward_and_backward():
 
     def record(graph_module, example_inputs):
         graphs.append([str(node.target) for node in graph_module.graph.nodes if node.op == 'call_function'])
-        return graph_module
+        return make_boxed_func(graph_module.forward)
 
     torch._dynamo.reset()
     compiled = torch.compile(net, fullgraph=True, backend=aot_autograd(fw_compiler=record, bw_compiler=record))
