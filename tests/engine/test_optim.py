@@ -234,3 +234,48 @@ def test_constructor_resolves_from_our_configs_scopes(scope, name):
         wrapper = build(name, ToyNet(), RICH_PARAMWISE)
     assert type(constructor) is MergedGroupsOptimWrapperConstructor
     assert len(wrapper.optimizer.param_groups) == 6
+
+
+@pytest.mark.slow
+def test_runner_resumes_across_constructors(tmp_path):
+    """mmengine's Runner, the quickstart config: 2 iterations with one constructor, resumed for 3 with the other
+    (optimizer, schedulers, AdamW steps): the same weights as resuming with the default constructor throughout."""
+    from mmengine.runner import Runner
+
+    from replk_mm.apis import load_run_config
+    from replk_mm.checkpoint import allow_mmengine_checkpoints
+    from replk_mm.data import make_ade20k
+
+    allow_mmengine_checkpoints()  # the Runner resumes with torch.load
+    data_root = make_ade20k(tmp_path / 'ade', num_train=8, num_val=2)
+
+    def train_run(constructor, work_dir, max_iters, resume_from=None):
+        cfg = load_run_config(str(PROJECT_ROOT / 'configs' / 'upernet_replknet_tiny_synthetic_ade20k.py'),
+                              cfg_options={'train_dataloader.dataset.data_root': str(data_root),
+                                           'train_dataloader.batch_size': 2, 'train_dataloader.num_workers': 0},
+                              work_dir=str(tmp_path / work_dir))
+        cfg.optim_wrapper.constructor = constructor
+        cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=1000)
+        cfg.param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=3),
+                               dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=3, end=8)]
+        cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=2)
+        for part in ('val', 'test'):
+            cfg[f'{part}_dataloader'] = cfg[f'{part}_evaluator'] = cfg[f'{part}_cfg'] = None
+        cfg.resume, cfg.load_from = resume_from is not None, resume_from
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+        return {name: value.detach().clone() for name, value in runner.model.state_dict().items()
+                if value.is_floating_point()}
+
+    default, merged = 'DefaultOptimWrapperConstructor', 'MergedGroupsOptimWrapperConstructor'
+    checkpoints = {}
+    for writer in (default, merged):
+        train_run(writer, f'first_{writer}', max_iters=2)
+        checkpoints[writer] = str(tmp_path / f'first_{writer}' / 'iter_2.pth')
+    reference = train_run(default, 'default_default', max_iters=5, resume_from=checkpoints[default])
+    at_checkpoint = torch.load(checkpoints[default], weights_only=True)['state_dict']
+    assert relative_error([reference[name] for name in at_checkpoint if name in reference],
+                          [value for name, value in at_checkpoint.items() if name in reference]) > 1e-4  # it trained
+    for writer, reader in ((default, merged), (merged, default), (merged, merged)):
+        resumed = train_run(reader, f'{writer}_{reader}', max_iters=5, resume_from=checkpoints[writer])
+        assert relative_error(list(resumed.values()), list(reference.values())) < 1e-6, (writer, reader)
