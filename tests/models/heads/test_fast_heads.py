@@ -224,6 +224,20 @@ def test_fast_uper_head_training_step_never_waits_for_the_device():
     assert syncs == {'UPerHead': ['aten.index', 'aten.index'], 'FastUPerHead': []}
 
 
+def test_fast_uper_head_compiles_without_graph_breaks():
+    """Forward and loss each trace into one graph, so torch.compile / CUDA graphs can take the whole head."""
+    channels = [8, 16, 24, 32]
+    head_cfg = dict(in_channels=channels, in_index=[0, 1, 2, 3], channels=16, num_classes=NUM_CLASSES,
+                    norm_cfg=dict(type='BN', requires_grad=True), dropout_ratio=0.0)
+    stock, fast = _head_pair(UPerHead, FastUPerHead, head_cfg)
+    features, samples = _batch([(32, 32), (16, 16), (8, 8), (4, 4)], channels, (128, 128), seed=6)
+    torch._dynamo.reset()
+    logits = torch.compile(fast.forward, backend='eager', fullgraph=True)(features)
+    losses = torch.compile(fast.loss_by_feat, backend='eager', fullgraph=True)(logits, samples)
+    stock_losses = stock.loss_by_feat(stock.forward(features), samples)
+    assert relative_error(losses['loss_ce'], stock_losses['loss_ce']) < 1e-5
+
+
 def test_fast_heads_predict_like_stock_heads():
     channels = [8, 16, 24, 32]
     head_cfg = dict(in_channels=channels, in_index=[0, 1, 2, 3], channels=16, num_classes=NUM_CLASSES,
