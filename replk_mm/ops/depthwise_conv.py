@@ -9,9 +9,10 @@ the whole process.
 
 The op is a real torch.library op with a registered autograd formula and fake-tensor (meta)
 implementations, so ``torch.compile`` traces it as one node, with no graph break, and CUDA graphs
-capture it. Eager calls take the same formula and implementations through a plain
-``autograd.Function``, which saves the dispatcher's Python round trips. Its backward is built from two ops too: the input gradient is the same op with the
-kernel turned 180 degrees, the weight gradient ``replk_mm::depthwise_conv2d_weight_grad``.
+capture it. Its backward is built from two ops too: the input gradient is the same op with the
+kernel turned 180 degrees, the weight gradient ``replk_mm::depthwise_conv2d_weight_grad``. Eager
+calls take the same formula and implementations through a plain ``autograd.Function``, which saves
+the dispatcher's Python round trips.
 """
 import os
 

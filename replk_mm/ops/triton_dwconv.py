@@ -114,7 +114,8 @@ def conv_config(N, H, W, K, itemsize, kernel=None, block_n=None, block_m=None, b
     kernel = kernel or size_class(H, W)[0].split('-')[0]
     if kernel == 'plane':
         return dict(kernel='plane', BLOCK_N=block_n or max(16, min(64, _pow2(N))), BLOCK_R=64,
-                    ALIGN=_row_alignment(H * W, itemsize), num_warps=num_warps or 4, num_stages=num_stages or (1 if itemsize == 4 else 2))
+                    ALIGN=_row_alignment(H * W, itemsize), num_warps=num_warps or 4,
+                    num_stages=num_stages or (1 if itemsize == 4 else 2))
     wide = 32 < W <= 64 and block_wo is None  # one 64-column tile: fp32 tiles fill shared memory
     block_m = block_m or (128 if wide else 256)
     num_stages = num_stages or (3 if itemsize == 4 and not wide else 2)

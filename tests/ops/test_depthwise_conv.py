@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from replk_mm.ops import DepthwiseConv2d, depthwise_conv2d
 from replk_mm.numerics import relative_error
+from replk_mm.ops import DepthwiseConv2d, depthwise_conv2d
 from replk_mm.ops import depthwise_conv as dispatch
 
 INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
@@ -158,7 +158,8 @@ def test_interpreted_row_blocks_span_images():
     assert cfg['kernel'] == 'rows' and N * H > 2 * cfg['BLOCK_M'] and cfg['BLOCK_M'] % H != 0
     _assert_close_to_float64('rows', triton_dwconv.launch_conv(x, w, b, config=cfg), _shift_sum_reference(x, w, b),
                              1e-4)
-    cfg = triton_dwconv.conv_config(N, H, W, K, 4, kernel='rows', block_m=16, block_wo=16)  # halo tiles, several of them
+    # halo tiles, several of them
+    cfg = triton_dwconv.conv_config(N, H, W, K, 4, kernel='rows', block_m=16, block_wo=16)
     assert cfg['COL_OFF'] > 0 and W > cfg['BLOCK_WO']
     _assert_close_to_float64('rows-halo', triton_dwconv.launch_conv(x, w, None, config=cfg),
                              _shift_sum_reference(x, w), 1e-4)
