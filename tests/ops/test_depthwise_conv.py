@@ -6,6 +6,7 @@ other tests of this process may have imported it already. So ``test_triton_kerne
 runs the ``test_interpreted_*`` cases in a fresh pytest process with ``TRITON_INTERPRET=1``; in a
 process started with that variable they run directly.
 """
+import itertools
 import os
 import subprocess
 import sys
@@ -145,6 +146,32 @@ def test_interpreted_new_sizes_compile_nothing_new():
         assert triton_dwconv.size_class(H, W) in classes
         _check_against_float64(torch.randn(2, 2, H, W), torch.randn(2, 1, K, K), torch.randn(2), 1e-4)
     assert triton_dwconv.variants - before == first
+
+
+def test_first_call_compiles_every_size_class(monkeypatch):
+    """On CUDA the first call of a (K, dtype) compiles what any later map size will launch (no GPU needed)."""
+    pytest.importorskip('triton')
+    if INTERPRET:
+        pytest.skip('runs in the parent process')
+    from replk_mm.ops import triton_dwconv
+    compiled = set()
+    monkeypatch.setattr(triton_dwconv, 'INTERPRET', False)
+    monkeypatch.setattr(triton_dwconv, 'precompile_size_classes', True)
+    monkeypatch.setattr(triton_dwconv, '_precompiled', set())
+    monkeypatch.setattr(triton_dwconv, 'num_sms', lambda device: 132)
+    monkeypatch.setattr(triton_dwconv._Launch, 'compile', lambda launch, device, dtypes, num_sizes: compiled.add(
+        (launch.kernel.__name__, dtypes, tuple(sorted(launch.meta.items())))))
+    device, K = torch.device('cuda', 0), 13
+    for dtype in (torch.float32, torch.bfloat16):
+        triton_dwconv._precompile('conv', device, K, (dtype, dtype, None), True)
+        triton_dwconv._precompile('wgrad', device, K, (dtype, ), True)
+        for N, (H, W) in itertools.product((1, 2, 16, 40, 64), SIZES + MORE_SIZES + [(200, 336), (25, 42)]):
+            conv = triton_dwconv._conv_launch((N, 8, H, W), K, dtype, False, True)
+            assert (conv.kernel.__name__, (dtype, ) * 4, tuple(sorted(conv.meta.items()))) in compiled, (N, H, W)
+            wgrad = triton_dwconv._wgrad_launch((N, 8, H, W), K, dtype, True, 132)[0]
+            key = (wgrad.kernel.__name__, (dtype, dtype, torch.float32), tuple(sorted(wgrad.meta.items())))
+            assert key in compiled, (N, H, W)
+    assert len(compiled) == 2 * (len(triton_dwconv.CLASS_REPRESENTATIVES) + 4)  # per dtype: conv classes, 4 wgrad
 
 
 def test_interpreted_row_blocks_span_images():
