@@ -23,10 +23,9 @@ import torch
 import torch.nn as nn
 
 from replk_mm.apis.builder import build_backbone, load_backbone_checkpoint
-from replk_mm.apis.inference import check_writable_dir, load_checked_model, read_config
-from replk_mm.checkpoint.io import _replace_atomically, same_file
+from replk_mm.apis.inference import check_writable_dir, load_checked_model, write_output_atomic
+from replk_mm.checkpoint.io import same_file
 from replk_mm.checkpoint.reparam import switch_to_deploy
-from replk_mm.models import RepLKNet
 from replk_mm.numerics import relative_error
 from replk_mm.ops import DepthwiseConv2d
 
@@ -253,7 +252,7 @@ def export_checked(exported, out, shape=(512, 512), dynamic=False, metadata=None
         if worst > tolerance:
             raise ExportMismatch(f'relative error {worst:.2e} exceeds {tolerance:g}; nothing written')
 
-    _replace_atomically(out, write)
+    write_output_atomic(out, write)
     return report
 
 

@@ -5,6 +5,7 @@ statistics); the slow ones train the tiny segmentor with tools/train.py, and com
 and tools/infer.py's label maps with tools/test.py's, and the detector's boxes with tools/test.py's.
 """
 import json
+import os
 import pickle
 import re
 from pathlib import Path
@@ -104,6 +105,9 @@ def test_export_static_shape_from_a_deploy_checkpoint(tmp_path, monkeypatch, cap
     assert 'merged 0 large-kernel convs' in printed and len(re.findall('vs PyTorch at input', printed)) == 1
     inputs = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in inputs] == [1, 3, 64, 64]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's 0600
 
 
 def test_export_detector_backbone_and_neck(tmp_path, monkeypatch, capsys):
@@ -152,7 +156,8 @@ def test_export_bad_input_one_line_exit_2_nothing_written(tmp_path, monkeypatch,
     error = exits_with(monkeypatch, capsys, 2, 'export_onnx', SEG_CONFIG, train, out, *DEPLOY)
     assert f'error: {train} is in training form' in error and 'builds the backbone in deploy form' in error
     error = exits_with(monkeypatch, capsys, 2, 'export_onnx', SEG_CONFIG, deploy, out)
-    assert f'error: {deploy} is in deploy form' in error and f'{SEG_CONFIG} builds the backbone in training form' in error
+    assert f'error: {deploy} is in deploy form' in error
+    assert f'{SEG_CONFIG} builds the backbone in training form' in error
     # Another model: 8 classes in the config, 150 in the checkpoint.
     error = exits_with(monkeypatch, capsys, 2, 'export_onnx', SEG_CONFIG, train, out, '--cfg-options',
                        'model.decode_head.num_classes=8')
@@ -225,7 +230,10 @@ def test_infer_bad_input_one_line_exit_2(tmp_path, monkeypatch, capsys, seg):
     assert f'error: {directory / "deploy.pth"} is in deploy form' in error
     error = exits_with(monkeypatch, capsys, 2, 'infer', DET_CONFIG, directory / 'train.pth', image, '--out-dir', out)
     assert f'{directory / "train.pth"} does not fit the model of {DET_CONFIG}' in error
-    assert not list((out / 'vis').glob('*')) if (out / 'vis').exists() else True
+    error = exits_with(monkeypatch, capsys, 2, 'infer', SEG_CONFIG, directory / 'train.pth', image, '--out-dir',
+                       broken / 'out')
+    assert error.startswith(f'error: cannot write to {broken / "out"}')
+    assert not (out / 'vis').exists() or not list((out / 'vis').iterdir())
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -266,8 +274,9 @@ def test_mmseg_inferencer_and_infer_tool_match_tools_test(tmp_path):
             assert np.array_equal(labels, reference[Path(path).stem])
             painted = cv2.imread(str(tmp_path / f'mmseg_{Path(checkpoint).stem}' / 'vis' / Path(path).name))
             assert painted.shape == cv2.imread(path).shape
-        check(run_tool(['tools/infer.py', config, checkpoint, images, '--out-dir', tmp_path / f'infer_{Path(checkpoint).stem}']))
-        predicted = label_maps(tmp_path / f'infer_{Path(checkpoint).stem}' / 'pred')
+        out_dir = tmp_path / f'infer_{Path(checkpoint).stem}'
+        check(run_tool(['tools/infer.py', config, checkpoint, images, '--out-dir', out_dir]))
+        predicted = label_maps(out_dir / 'pred')
         assert predicted.keys() == reference.keys()
         assert all(np.array_equal(predicted[name], reference[name]) for name in reference)
 
