@@ -31,6 +31,8 @@ setup(
         'tqdm',
     ],
     # triton runs the depthwise kernels' CPU tests in its interpreter; with a CUDA torch, its own pin wins.
-    extras_require={'tests': ['pytest', 'pytest-timeout', 'triton; platform_system == "Linux"']},
+    # onnx, onnxruntime, onnxscript (torch.export-based exporter): tools/export_onnx.py and its tests.
+    extras_require={'tests': ['pytest', 'pytest-timeout', 'onnx', 'onnxruntime', 'onnxscript',
+                              'triton; platform_system == "Linux"']},
     zip_safe=False,
 )
