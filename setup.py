@@ -32,7 +32,7 @@ setup(
     ],
     # triton runs the depthwise kernels' CPU tests in its interpreter; with a CUDA torch, its own pin wins.
     # onnx, onnxruntime, onnxscript (torch.export-based exporter): tools/export_onnx.py and its tests.
-    extras_require={'tests': ['pytest', 'pytest-timeout', 'onnx', 'onnxruntime', 'onnxscript',
+    extras_require={'tests': ['pytest', 'pytest-timeout', 'onnx', 'onnxruntime', 'onnxscript', 'ruff',
                               'triton; platform_system == "Linux"']},
     zip_safe=False,
 )

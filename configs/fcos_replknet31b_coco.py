@@ -14,6 +14,8 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['replk_mm'], allow_failed_imports=False)
+# Lets mmdet's own tools load mmengine checkpoints with torch.load(weights_only=True) (--resume, load_from).
+custom_hooks = [dict(type='MMEngineCheckpointLoadingHook')]
 
 model = dict(
     type='FCOS',
@@ -61,6 +63,7 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[16, 22], gamma=0.1),
 ]
 optim_wrapper = dict(
+    constructor='MergedGroupsOptimWrapperConstructor',  # parameters of equal settings in one AdamW group
     optimizer=dict(_delete_=True, type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0),
     clip_grad=dict(max_norm=35, norm_type=2))

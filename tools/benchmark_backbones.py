@@ -5,19 +5,19 @@ The setting of the paper's speed claim and of REPLKNET.md's H100 anchors: 224x22
 images/s. RepLKNet gets its classifier (BN, global pooling, linear), so it is the same model as
 the released ImageNet one; other models come from timm when it is installed.
 
-    python tools/benchmark_backbones.py --models replknet31b replknet31b_torch replknet31b_deploy swin_base convnext_base
+    python tools/benchmark_backbones.py --models replknet31b replknet31b_torch replknet31b_deploy swin_base \\
+        convnext_base
 """
 import argparse
 import json
-import os
 import statistics
 import sys
 
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-from replk_mm import RepLKNet  # noqa: E402
+from replk_mm import RepLKNet
+from replk_mm.apis import time_call
 
 TIMM_NAMES = {'swin_base': 'swin_base_patch4_window7_224', 'convnext_base': 'convnext_base'}
 
@@ -49,20 +49,9 @@ def build(name):
     return timm.create_model(TIMM_NAMES[name], pretrained=False)
 
 
-def time_ms(fn, warmup, repeats):
-    """Median milliseconds of ``fn`` over ``repeats`` runs, timed with CUDA events after warm-up."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+def images_per_s(fn, batch, warmup, repeats):
+    """Images per second of ``fn`` (one batch a call), from the median of ``repeats`` timed calls."""
+    return batch / statistics.median(time_call(fn, 'cuda', warmup, repeats))
 
 
 def benchmark(name, batch, size, warmup, repeats, train):
@@ -72,7 +61,7 @@ def benchmark(name, batch, size, warmup, repeats, train):
     result = {}
     model.eval()
     with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16):
-        result['infer_img_s'] = batch * 1000 / time_ms(lambda: model(images), warmup, repeats)
+        result['infer_img_s'] = images_per_s(lambda: model(images), batch, warmup, repeats)
     if train and 'deploy' not in name:
         model.train()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -84,9 +73,7 @@ def benchmark(name, batch, size, warmup, repeats, train):
             loss.backward()
             optimizer.step()
 
-        result['train_img_s'] = batch * 1000 / time_ms(step, warmup, repeats)
-    del model
-    torch.cuda.empty_cache()
+        result['train_img_s'] = images_per_s(step, batch, warmup, repeats)
     return result
 
 
@@ -109,6 +96,7 @@ def main():
     for name in args.models:
         results['models'][name] = benchmark(name, args.batch_size, args.size, args.warmup, args.repeats,
                                             not args.no_train)
+        torch.cuda.empty_cache()  # the model is gone with benchmark(): give its memory back before the next
         print(name, {k: round(v, 1) for k, v in results['models'][name].items()}, flush=True)
     print(f"\n{'model':24s} {'infer img/s':>12s} {'train img/s':>12s}")
     for name, numbers in results['models'].items():

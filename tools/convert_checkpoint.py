@@ -11,12 +11,18 @@ import argparse
 import os.path as osp
 import sys
 
-import replk_mm  # noqa: F401  (safe loading of mmengine checkpoints)
-from replk_mm.deploy import same_file, save_atomic
-from replk_mm.models.backbones.pretrained import (describe_arch, extract_backbone_state_dict, infer_arch,
-                                                  is_deploy_form, is_training_form, merge_large_kernels,
-                                                  require_replknet)
-from replk_mm.safe_load import safe_load
+from replk_mm.checkpoint import (
+    describe_arch,
+    extract_backbone_state_dict,
+    infer_arch,
+    is_deploy_form,
+    is_training_form,
+    merge_large_kernels,
+    require_replknet,
+    safe_load,
+    same_file,
+    save_atomic,
+)
 
 
 def parse_args():

@@ -13,7 +13,7 @@ import os.path as osp
 from mmengine.config import DictAction
 
 import replk_mm  # noqa: F401  (registers RepLKNet)
-from replk_mm.analysis.flops import config_complexity
+from replk_mm.analysis import config_complexity
 from replk_mm.apis import load_run_config
 
 

@@ -12,7 +12,7 @@ from mmengine.runner import Runner
 
 import replk_mm  # noqa: F401
 from replk_mm.apis import load_run_config
-from replk_mm.datasets import make_ade20k
+from replk_mm.data import make_ade20k
 
 CONFIG = osp.join(osp.dirname(__file__), '..', 'configs', 'upernet_replknet_tiny_synthetic_ade20k.py')
 NUM_CLASSES = 8

@@ -5,15 +5,11 @@ Segmentation prints per-class IoU and mIoU; detection prints COCO bbox/segm AP.
 import argparse
 import sys
 
-
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-import replk_mm  # noqa: F401  (registers RepLKNet, safe checkpoint loading)
-from replk_mm.apis import load_run_config
-from replk_mm.models.backbones.pretrained import unwrap_state_dict
-from replk_mm.safe_load import safe_load
-from replk_mm.apis.config import check_dataset_paths, prepare_cpu_distributed, set_local_rank
+from replk_mm.apis import check_dataset_paths, load_run_config, prepare_cpu_distributed, set_local_rank
+from replk_mm.checkpoint import allow_mmengine_checkpoints, check_fits_model, safe_load, unwrap_state_dict
 
 
 def parse_args():
@@ -51,20 +47,6 @@ def enable_visualization(cfg, args):
             cfg.visualizer['save_dir'] = args.show_dir
 
 
-def check_checkpoint_matches(state_dict, model, checkpoint, config):
-    """Refuse a checkpoint whose keys or shapes differ from the model (mmengine only warns)."""
-    model_state = getattr(model, 'module', model).state_dict()
-    for key, value in model_state.items():
-        if key not in state_dict:
-            sys.exit(f'error: {checkpoint} does not fit the model of {config}: it has no {key}')
-        if state_dict[key].shape != value.shape:
-            sys.exit(f'error: {checkpoint} does not fit the model of {config}: {key} is '
-                     f'{tuple(state_dict[key].shape)} in the checkpoint, {tuple(value.shape)} in the model')
-    extra = [k for k in state_dict if k not in model_state]
-    if extra:
-        sys.exit(f'error: {checkpoint} does not fit the model of {config}: unexpected keys {extra[:5]}')
-
-
 def main():
     args = parse_args()
     set_local_rank(args.local_rank)
@@ -90,8 +72,13 @@ def main():
             cfg.test_evaluator['keep_results'] = True
 
     prepare_cpu_distributed(cfg)
+    allow_mmengine_checkpoints()  # the Runner loads the checkpoint with torch.load
     runner = Runner.from_cfg(cfg)
-    check_checkpoint_matches(state_dict, runner.model, args.checkpoint, args.config)
+    try:  # mmengine would only warn about a checkpoint that does not fit
+        check_fits_model(args.checkpoint, state_dict, getattr(runner.model, 'module', runner.model).state_dict(),
+                         args.config)
+    except ValueError as err:
+        sys.exit(f'error: {err}')
     metrics = runner.test()
     for name, value in metrics.items():
         print(f'{name}: {value}')

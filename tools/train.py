@@ -10,11 +10,15 @@ from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
-import replk_mm  # noqa: F401  (registers RepLKNet, safe checkpoint loading)
-from replk_mm.apis import find_missing_pretrained, load_run_config
-from replk_mm.apis.config import (apply_training_safeguards, check_dataset_paths, prepare_cpu_distributed,
-                                  set_local_rank)
-from replk_mm.models.backbones.pretrained import MISSING_PRETRAINED_HINT
+from replk_mm.apis import (
+    apply_training_safeguards,
+    check_dataset_paths,
+    find_missing_pretrained,
+    load_run_config,
+    prepare_cpu_distributed,
+    set_local_rank,
+)
+from replk_mm.checkpoint import MISSING_PRETRAINED_HINT, allow_mmengine_checkpoints
 
 
 def parse_args():
@@ -27,7 +31,9 @@ def parse_args():
     parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'],
                         help='mixed precision in this dtype (implies --amp; --amp alone: float16 on GPUs)')
     parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the learning rate by the actual batch size over auto_scale_lr.base_batch_size')
+                        help='scale the lr linearly by the actual global batch over auto_scale_lr.base_batch_size (the '
+                        "batch of the published run the config's lr comes from); the RepLKNet recipes kept their lr "
+                        'at every batch and changed the iterations instead: leave this off to reproduce them')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (e.g. train_dataloader.batch_size=4)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
@@ -82,6 +88,7 @@ def main():
         cfg.resume, cfg.load_from = True, args.resume
 
     prepare_cpu_distributed(cfg)
+    allow_mmengine_checkpoints()  # the Runner loads --resume / load_from files with torch.load
     runner = Runner.from_cfg(cfg)
     runner.train()
 

@@ -7,7 +7,12 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['replk_mm'], allow_failed_imports=False)
+# replk_mm.models.mixed_precision: under --amp / --amp-dtype the proposals, NMS and RoI pooling run in float32
+# (mmcv 2.1.0 has no bf16 RoIAlign and a float32-only NMS); in float32 these are mmdet's RPNHead and
+# SingleRoIExtractor.
+custom_imports = dict(imports=['replk_mm', 'replk_mm.models.mixed_precision'], allow_failed_imports=False)
+# Lets mmdet's own tools load mmengine checkpoints with torch.load(weights_only=True) (--resume, load_from).
+custom_hooks = [dict(type='MMEngineCheckpointLoadingHook')]
 
 # SyncBN for the multi-GPU recipe; a single-process run falls back to plain BN by itself.
 norm_cfg = dict(type='SyncBN', requires_grad=True)
@@ -21,8 +26,10 @@ model = dict(
         with_cp=True,  # as released: 31x31 kernels at 1333x800 need gradient checkpointing to fit
         norm_cfg=norm_cfg),
     neck=dict(in_channels=[128, 256, 512, 1024]),
+    rpn_head=dict(type='FP32ProposalRPNHead'),
     # Three cascade stages of 4conv1fc box heads, class-specific deltas decoded for the GIoU loss.
-    roi_head=dict(bbox_head=[
+    roi_head=dict(bbox_roi_extractor=dict(type='FP32RoIExtractor'), mask_roi_extractor=dict(type='FP32RoIExtractor'),
+                  bbox_head=[
         dict(type='Shared4Conv1FCBBoxHead', in_channels=256, conv_out_channels=256, fc_out_channels=1024,
              num_classes=80, norm_cfg=norm_cfg, reg_class_agnostic=False, reg_decoded_bbox=True,
              bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0., 0., 0., 0.], target_stds=stds),
@@ -54,8 +61,10 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[27, 33], gamma=0.1),
 ]
-# AdamW, no weight decay on norms, no gradient clipping. Mixed precision: pass --amp to tools/train.py.
+# AdamW, no weight decay on norms, no gradient clipping; parameters of equal settings share one AdamW group.
+# Mixed precision: --amp (fp16, dynamic loss scaling) or --amp-dtype bfloat16 with tools/train.py.
 optim_wrapper = dict(
+    constructor='MergedGroupsOptimWrapperConstructor',
     optimizer=dict(_delete_=True, type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0))
 # The official files put 1 image on each GPU (XL: 4) and do not state the number of GPUs; these configs

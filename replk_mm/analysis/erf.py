@@ -7,29 +7,17 @@ For reading and for the "high-contribution area ratio" the paper rescales the me
 ``log10(x + 1) / max`` and reports, for 20/30/50/99%, the smallest centred square that holds that fraction
 of the total. Both that log-scaled ratio and the same ratio on the linear map are reported here.
 """
-import copy
-import importlib
 import json
-import os.path as osp
 from pathlib import Path
 
 import cv2
-import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config
-from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import init_default_scope
-from mmengine.utils import get_installed_path, is_installed
+from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from replk_mm.models import RepLKNet
-from replk_mm.models.backbones.pretrained import extract_backbone_state_dict, load_pretrained
-from replk_mm.safe_load import safe_load
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+from replk_mm.apis import build_backbone, load_config
 
 THRESHOLDS = (0.2, 0.3, 0.5, 0.99)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
@@ -39,67 +27,6 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 GRAD_MODES = ('relu', 'abs')
 SAMPLE_PHOTO = 'grace_hopper.jpg'
 CMAP = 'RdYlGn'  # the paper's heat-map colours
-
-
-def load_config(path):
-    """A config file, or ``package::path`` into an installed MM package's shipped configs.
-
-    ``mmengine.hub.get_config`` would pip-install a package it does not find; this never downloads.
-    """
-    if '::' in path:
-        package, relative = path.split('::', 1)
-        if not is_installed(package):
-            raise FileNotFoundError(f'config {path}: package {package!r} is not installed')
-        path = osp.join(get_installed_path(package), '.mim', 'configs', relative)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'config file not found: {path}')
-    return Config.fromfile(path)
-
-
-def build_backbone(cfg, checkpoint=None, scope=None):
-    """``cfg.model.backbone`` built in its registry scope, ready for gradients w.r.t. the input only.
-
-    The config's own ``init_cfg``/``pretrained`` are dropped (they usually point at absent files), and
-    ``init_weights`` is not called: every layer keeps PyTorch's default random initialisation, the same
-    for every architecture. (mmseg/mmdet ResNets' ``init_weights`` zero the last BN of each residual
-    branch, which would leave a randomly initialised ResNet only its shortcut path.) ``checkpoint`` is
-    loaded if given. SyncBN becomes BN (one process), the model is in eval mode (fixed BN, no drop path)
-    and its parameters need no gradient.
-    """
-    scope = scope or cfg.get('default_scope') or 'mmseg'
-    init_default_scope(scope)
-    registry = importlib.import_module(f'{scope}.registry').MODELS
-    backbone_cfg = copy.deepcopy(cfg.model.backbone)
-    backbone_cfg['init_cfg'] = None
-    if 'pretrained' in backbone_cfg:
-        backbone_cfg['pretrained'] = None
-    backbone = revert_sync_batchnorm(registry.build(backbone_cfg))
-    if checkpoint is not None:
-        load_backbone_checkpoint(backbone, checkpoint)
-    backbone.eval()
-    backbone.requires_grad_(False)
-    return backbone
-
-
-def load_backbone_checkpoint(backbone, path):
-    """Backbone weights from a whole segmentor/detector checkpoint (``backbone.*``) or a backbone one.
-
-    Read with ``weights_only=True`` (never unpickles arbitrary objects); RepLKNet files of any released
-    layout go through its own loader.
-    """
-    if isinstance(backbone, RepLKNet):
-        # Eval mode only here, where merged large kernels are exact: files of either form then load.
-        backbone.switch_to_deploy()
-        load_pretrained(backbone, path)
-        return
-    state, _ = extract_backbone_state_dict(safe_load(path))
-    result = backbone.load_state_dict(state, strict=False)
-    if len(result.unexpected_keys) == len(state):
-        raise ValueError(f'{path}: its {len(state)} backbone tensors match no parameter of '
-                         f'{type(backbone).__name__} (keys such as {list(state)[:3]})')
-    if result.missing_keys:
-        print(f'warning: {len(result.missing_keys)} backbone tensors are not in {path} and stay randomly '
-              f'initialised, e.g. {result.missing_keys[:3]}')
 
 
 def input_normalization(cfg):
@@ -248,14 +175,14 @@ def plot_erf(ax, erf, title):
 
 def save_figure(panels, path):
     """Heat maps side by side with one colour bar; ``panels`` is a list of (title, erf map)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels) + 0.8, 4.6), squeeze=False)
+    fig = Figure(figsize=(4 * len(panels) + 0.8, 4.6))  # no pyplot: the caller's matplotlib backend is untouched
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, erf) in zip(axes[0], panels):
         image = plot_erf(ax, erf, title)
     fig.colorbar(image, ax=axes[0].tolist(), fraction=0.05 / len(panels), pad=0.02,
                  label='log10(contribution + 1) / max')
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches='tight')
-    plt.close(fig)
 
 
 def analyze_config(config, images, out_dir, name=None, checkpoint=None, size=1024, stage=-1, grad_mode='relu',

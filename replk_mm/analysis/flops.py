@@ -18,9 +18,10 @@ import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer, parameter_count
 
-from replk_mm.deploy import build_model, config_scope, switch_to_deploy, synthetic_data_samples
+from replk_mm.apis import build_model, config_scope, random_boxes, synthetic_data_samples
+from replk_mm.checkpoint import switch_to_deploy
 
-DEFAULT_SHAPES = {'mmseg': (512, 2048), 'mmdet': (800, 1280)}  # (H, W): the paper's 2048x512 and 1280x800
+PAPER_FLOPS_SHAPES = {'mmseg': (512, 2048), 'mmdet': (800, 1280)}  # (H, W): the paper's 2048x512 and 1280x800
 
 
 class TwoStageForward(nn.Module):
@@ -29,12 +30,7 @@ class TwoStageForward(nn.Module):
     def __init__(self, model, shape, num_proposals=1000, num_mask_rois=100):
         super().__init__()
         self.model = model
-        height, width = shape
-        generator = torch.Generator().manual_seed(0)
-        sizes = torch.rand(num_proposals, 2, generator=generator) * 0.3 + 0.05
-        corners = torch.rand(num_proposals, 2, generator=generator) * (1 - sizes)
-        scale = torch.tensor([width, height], dtype=torch.float32)
-        boxes = torch.cat([corners * scale, (corners + sizes) * scale], dim=1)
+        boxes = random_boxes(num_proposals, shape, torch.Generator().manual_seed(0), min_side=0.05, max_side=0.35)
         self.register_buffer('rois', torch.cat([boxes.new_zeros(num_proposals, 1), boxes], dim=1))
         self.num_mask_rois = num_mask_rois
 
@@ -93,7 +89,7 @@ def config_complexity(cfg, shape=None, forms=('training', 'deploy')):
     The deploy form is the training-form model with its large kernels merged.
     """
     scope = config_scope(cfg)
-    shape = tuple(shape or DEFAULT_SHAPES[scope])
+    shape = tuple(shape or PAPER_FLOPS_SHAPES[scope])
     model = build_model(cfg)
     if getattr(model, 'auxiliary_head', None) is not None:
         model.auxiliary_head = None  # training only

@@ -1,11 +1,48 @@
-"""Config handling shared by ``tools/train.py`` and ``tools/test.py`` (segmentation and detection alike)."""
-import os
+"""Reading configs for the tools: files or ``package::path``, ``--cfg-options`` checks, scope, deploy form."""
+import copy
 import os.path as osp
 
-import torch
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
+from mmengine.utils import get_installed_path, is_installed
 
-from replk_mm.datasets.coco_check import check_coco_annotations
+SCOPES = ('mmseg', 'mmdet')
+DEPLOY_CFG_OPTIONS = 'model.backbone.small_kernel_merged=True model.backbone.init_cfg=None'
+
+
+def resolve_config_path(path):
+    """A config file path, or ``package::path`` into an installed MM package's shipped configs.
+
+    ``mmengine.hub.get_config`` would pip-install a package it does not find; this never downloads.
+    """
+    if '::' in path:
+        package, relative = path.split('::', 1)
+        if not is_installed(package):
+            raise FileNotFoundError(f'config {path}: package {package!r} is not installed')
+        path = osp.join(get_installed_path(package), '.mim', 'configs', relative)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file not found: {path}')
+    return path
+
+
+def load_config(path):
+    """The config at ``path`` (see :func:`resolve_config_path`), as is."""
+    return Config.fromfile(resolve_config_path(path))
+
+
+def config_scope(cfg):
+    """The config's ``default_scope``: which library (mmseg or mmdet) builds its model."""
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise ValueError(f'{cfg.filename}: default_scope must be one of {SCOPES}, got {scope!r}')
+    return scope
+
+
+def deploy_config(cfg):
+    """A copy of ``cfg`` whose backbone is built merged and loads no pretrained weights."""
+    cfg = copy.deepcopy(cfg)
+    cfg.model.backbone.small_kernel_merged = True
+    cfg.model.backbone.init_cfg = None
+    return cfg
 
 
 def load_run_config(config, cfg_options=None, work_dir=None, launcher='none'):
@@ -14,9 +51,7 @@ def load_run_config(config, cfg_options=None, work_dir=None, launcher='none'):
     Raises a clear error for a missing config file or a ``--cfg-options`` key whose parent is
     not in the config (a typo would otherwise be silently added and ignored).
     """
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'config file not found: {config}')
-    cfg = Config.fromfile(config)
+    cfg = load_config(config)
     cfg.launcher = launcher
     if cfg_options:
         plain = cfg.to_dict()
@@ -54,77 +89,3 @@ def check_override(cfg_dict, config, key, value):
                 isinstance(old, dict) and isinstance(value, dict)):
             raise TypeError(f'--cfg-options {key}={value!r}: expected {type(old).__name__} like the config '
                             f'value {old!r}, got {type(value).__name__}')
-
-
-def find_missing_pretrained(cfg):
-    """``(config key, path)`` for each local Pretrained ``init_cfg`` checkpoint that does not exist."""
-    missing = []
-
-    def walk(node, path):
-        if isinstance(node, dict):
-            if node.get('type') == 'Pretrained' and isinstance(node.get('checkpoint'), str):
-                checkpoint = node['checkpoint']
-                if '://' not in checkpoint and not osp.isfile(checkpoint):
-                    missing.append((path, checkpoint))
-            for key, value in node.items():
-                walk(value, f'{path}.{key}' if path else key)
-        elif isinstance(node, (list, tuple)):
-            for i, value in enumerate(node):
-                walk(value, f'{path}.{i}')
-
-    walk(cfg.get('model', ConfigDict()), 'model')
-    return missing
-
-
-def set_local_rank(local_rank):
-    """torchrun sets LOCAL_RANK; the older launcher passes --local-rank instead."""
-    os.environ.setdefault('LOCAL_RANK', str(local_rank))
-
-
-def apply_training_safeguards(cfg):
-    """What tools/train.py adds to any config: atomic checkpoints, resumable RNG, a stop on a
-    non-finite loss and label-range checks (segmentation)."""
-    checkpoint_hook = cfg.get('default_hooks', {}).get('checkpoint')
-    if checkpoint_hook is not None and checkpoint_hook.get('type') in ('CheckpointHook', 'mmengine.CheckpointHook'):
-        checkpoint_hook['type'] = 'AtomicCheckpointHook'
-    custom_hooks = list(cfg.get('custom_hooks', []))
-    wanted = ['FiniteLossHook', 'RNGStateHook'] + (['SegLabelRangeHook'] if cfg.get('default_scope') == 'mmseg' else [])
-    present = {hook.get('type') for hook in custom_hooks}
-    custom_hooks += [dict(type=name) for name in wanted if name not in present]
-    cfg.custom_hooks = custom_hooks
-
-
-def prepare_cpu_distributed(cfg):
-    """Multi-process runs on CPU (gloo): mmengine's init_dist calls torch.cuda.set_device and its
-    DDP wrapper always passes GPU device_ids, so start the process group and pick the wrapper here."""
-    import torch.distributed as dist
-    if cfg.launcher == 'none' or torch.cuda.is_available():
-        return
-    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-    cfg.model_wrapper_cfg = dict(type='CPUCapableDistributedDataParallel', broadcast_buffers=False,
-                                 find_unused_parameters=cfg.get('find_unused_parameters', False))
-    if cfg.launcher == 'pytorch' and not dist.is_initialized():
-        dist.init_process_group(backend='gloo')
-
-
-def check_dataset_paths(cfg, loader_keys):
-    """Each named dataloader's data_root, image/label folders and annotation file must exist."""
-    for loader_key in loader_keys:
-        dataset = (cfg.get(loader_key) or {}).get('dataset')
-        if not dataset:
-            continue
-        data_root = dataset.get('data_root') or ''
-        if data_root and not osp.isdir(data_root):
-            raise FileNotFoundError(f'{loader_key}.dataset.data_root: directory not found: {data_root}')
-        for name, prefix in (dataset.get('data_prefix') or {}).items():
-            path = osp.join(data_root, prefix)
-            if prefix and not osp.isdir(path):
-                raise FileNotFoundError(f'{loader_key}.dataset.data_prefix.{name}: directory not found: {path}')
-        ann_file = dataset.get('ann_file')
-        if ann_file and not osp.isfile(osp.join(data_root, ann_file)):
-            raise FileNotFoundError(
-                f'{loader_key}.dataset.ann_file: file not found: {osp.join(data_root, ann_file)}')
-        if ann_file and ann_file.endswith('.json') and 'Coco' in str(dataset.get('type', '')):
-            img_dir = osp.join(data_root, (dataset.get('data_prefix') or {}).get('img', ''))
-            check_coco_annotations(osp.join(data_root, ann_file), img_dir,
-                                   for_training=loader_key == 'train_dataloader')

@@ -1,6 +1,10 @@
-"""Training reliability: atomic checkpoints, resumable randomness, early stop on a non-finite loss."""
+"""Training engine parts: hooks (atomic checkpoints, resumable randomness, early stop on a non-finite loss,
+label checks, safe checkpoint loading), a DDP wrapper that also runs on CPU processes, and an optimizer-wrapper
+constructor that merges mmengine's per-parameter groups."""
 from .ddp import CPUCapableDistributedDataParallel
-from .hooks import AtomicCheckpointHook, FiniteLossHook, RNGStateHook, SegLabelRangeHook
+from .hooks import AtomicCheckpointHook, FiniteLossHook, MMEngineCheckpointLoadingHook, RNGStateHook, SegLabelRangeHook
+from .optim import MergedGroupsOptimWrapperConstructor
 
-__all__ = ['AtomicCheckpointHook', 'FiniteLossHook', 'RNGStateHook', 'SegLabelRangeHook',
-           'CPUCapableDistributedDataParallel']
+__all__ = ['AtomicCheckpointHook', 'CPUCapableDistributedDataParallel', 'FiniteLossHook',
+           'MergedGroupsOptimWrapperConstructor', 'MMEngineCheckpointLoadingHook', 'RNGStateHook',
+           'SegLabelRangeHook']

@@ -1,7 +1,10 @@
 """DDP that also runs on CPU processes (gloo), where mmengine always passes a GPU ``device_ids``."""
 from mmengine.model import MMDistributedDataParallel
 
+from replk_mm.registry import register_model_wrapper
 
+
+@register_model_wrapper
 class CPUCapableDistributedDataParallel(MMDistributedDataParallel):
     """``MMDistributedDataParallel``; drops ``device_ids`` when the module lives on the CPU."""
 

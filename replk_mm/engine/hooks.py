@@ -7,17 +7,11 @@ from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook, Hook
 
-
-def atomic_write_text(path, text):
-    """Write ``text`` so that ``path`` holds either the old or the new content, never a part."""
-    tmp_path = f'{path}.tmp'
-    with open(tmp_path, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_path, path)
+from replk_mm.checkpoint import allow_mmengine_checkpoints, write_text_atomic
+from replk_mm.registry import register_hook
 
 
+@register_hook
 class AtomicCheckpointHook(CheckpointHook):
     """CheckpointHook that never leaves a half-written checkpoint where ``--resume`` looks.
 
@@ -46,14 +40,17 @@ class AtomicCheckpointHook(CheckpointHook):
             backend_args=self.backend_args, **self.args)
         if not is_main_process():
             return
+        with open(f'{self.last_ckpt}.tmp', 'rb+') as f:  # on disk before it can be named last_checkpoint
+            os.fsync(f.fileno())
         os.replace(f'{self.last_ckpt}.tmp', self.last_ckpt)
-        atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
+        write_text_atomic(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
         if stale_step is not None:
             stale = osp.join(self.out_dir, self.filename_tmpl.format(stale_step))
             if osp.isfile(stale):
                 os.remove(stale)
 
 
+@register_hook
 class RNGStateHook(Hook):
     """Carry torch's RNG state (drop path, dropout) through checkpoints, so a resumed run draws
     the same random numbers as an uninterrupted one.
@@ -84,6 +81,7 @@ class RNGStateHook(Hook):
         self._resumed_state = None
 
 
+@register_hook
 class FiniteLossHook(Hook):
     """Stop at the first non-finite loss, before any checkpoint of the broken weights is saved."""
     priority = 'ABOVE_NORMAL'  # CheckpointHook runs later (VERY_LOW)
@@ -98,6 +96,7 @@ class FiniteLossHook(Hook):
             f'Last good checkpoint: {last or "none saved yet"}')
 
 
+@register_hook
 class SegLabelRangeHook(Hook):
     """Refuse label maps with values outside the classes (other than the ignore index).
 
@@ -124,3 +123,16 @@ class SegLabelRangeHook(Hook):
                     f"label file {sample.metainfo.get('seg_map_path')} has values {bad.tolist()} outside the "
                     f'{self.num_classes} classes (0..{self.num_classes - 1}, after reduce_zero_label if set) '
                     f'and the ignore index {self.ignore_index}')
+
+
+@register_hook
+class MMEngineCheckpointLoadingHook(Hook):
+    """Let the Runner's ``torch.load(weights_only=True)`` read mmengine checkpoints (``--resume``, ``load_from``).
+
+    For mmseg's and mmdet's own tools, which know nothing of replk_mm: the Runner calls ``before_run`` before it
+    loads a checkpoint. Our configs list this hook; ``tools/train.py`` and ``tools/test.py`` need no hook.
+    """
+    priority = 'VERY_HIGH'
+
+    def before_run(self, runner):
+        allow_mmengine_checkpoints()

@@ -12,9 +12,9 @@ import torch
 from mmengine.config import Config
 
 from replk_mm import RepLKNet
-from replk_mm.analysis import (area_ratios, build_backbone, builtin_images, centred_square, compute_erf,
-                               input_normalization, load_config, log_scaled)
+from replk_mm.analysis import area_ratios, builtin_images, centred_square, compute_erf, input_normalization, log_scaled
 from replk_mm.analysis.erf import IMAGENET_MEAN, IMAGENET_STD, one_over_f_image, to_input
+from replk_mm.apis import build_backbone, load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TOOL = PROJECT_ROOT / 'tools' / 'analyze_erf.py'

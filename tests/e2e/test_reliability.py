@@ -1,14 +1,17 @@
 """Interrupted training loses nothing; bad input gets a clear error; untrusted files never run code."""
 import builtins
 import json
+import os
 import re
+import subprocess
+import sys
 import textwrap
 
 import cv2
 import pytest
 import torch
 
-from replk_mm.datasets import make_ade20k
+from replk_mm.data import make_ade20k
 
 from .helpers import PROJECT_ROOT, check, printed_metric, run_tool
 
@@ -103,7 +106,8 @@ def test_non_finite_loss_stops_with_the_iteration_and_keeps_the_last_good_checkp
 
 
 @pytest.mark.parametrize('override, message', [
-    ('train_dataloader.dataset.data_root=/nonexistent/ade', 'train_dataloader.dataset.data_root: directory not found: /nonexistent/ade'),
+    ('train_dataloader.dataset.data_root=/nonexistent/ade',
+     'train_dataloader.dataset.data_root: directory not found: /nonexistent/ade'),
     ('model.backbone.nonexistent.depth=3', "has no key 'nonexistent' under model.backbone"),
     ('train_dataloader.batch_size=two', "train_dataloader.batch_size='two': expected int"),
 ])
@@ -153,8 +157,8 @@ def test_test_tool_refuses_wrong_arch_and_truncated_checkpoints(ade_root, uninte
     wrong = run_tool(['tools/test.py', CONFIG, uninterrupted / 'iter_6.pth', '--work-dir', tmp_path,
                       *options(ade_root, 2)[:4], 'model.backbone.arch.channels=[24,32,64,128]'])
     assert wrong.returncode != 0
-    assert re.search(r'iter_6\.pth does not fit the model of \S+: backbone\.stem\.0\.conv\.weight is '
-                     r'\(16, 3, 3, 3\) in the checkpoint, \(24, 3, 3, 3\) in the model', wrong.stderr)
+    assert re.search(r'iter_6\.pth does not fit the model of \S+: first mismatch at backbone\.stem\.0\.conv\.weight: '
+                     r'checkpoint \(16, 3, 3, 3\) vs model \(24, 3, 3, 3\)', wrong.stderr)
     truncated = tmp_path / 'truncated.pth'
     truncated.write_bytes((uninterrupted / 'iter_6.pth').read_bytes()[:5000])
     result = run_tool(['tools/test.py', CONFIG, truncated, '--work-dir', tmp_path, *options(ade_root, 2)[:4]])
@@ -163,9 +167,9 @@ def test_test_tool_refuses_wrong_arch_and_truncated_checkpoints(ade_root, uninte
 
 
 def test_any_input_size_segments_to_the_input_size():
+    import mmseg.models  # noqa: F401
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    import mmseg.models  # noqa: F401
     from mmseg.registry import MODELS
     cfg = Config.fromfile(CONFIG)
     init_default_scope('mmseg')
@@ -193,7 +197,8 @@ def test_code_running_checkpoints_are_refused_by_every_tool(ade_root, uninterrup
     base = options(ade_root, 8)
     pretrained_config = tmp_path / 'pretrained_from_evil.py'
     pretrained_config.write_text(f"_base_ = ['{CONFIG}']\n"
-                                 f"model = dict(backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained', checkpoint='{evil}')))\n")
+                                 f"model = dict(backbone=dict(init_cfg=dict(\n"
+                                 f"    _delete_=True, type='Pretrained', checkpoint='{evil}')))\n")
     runs = {
         'test.py': ['tools/test.py', CONFIG, evil, '--work-dir', tmp_path / 't', *base[:4]],
         '--resume': ['tools/train.py', CONFIG, '--work-dir', tmp_path / 'r', '--resume', evil, *base],
@@ -209,8 +214,10 @@ def test_code_running_checkpoints_are_refused_by_every_tool(ade_root, uninterrup
 
 def test_two_process_cpu_training_evaluates_like_one_process(ade_root, tmp_path):
     work_dir = tmp_path / 'dist'
-    result = run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29533', 'tools/train.py',
-                       CONFIG, '--launcher', 'pytorch', '--work-dir', work_dir, *options(ade_root, 2)])
+    env = dict(os.environ, PYTHON=sys.executable, PORT='29533', OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    result = subprocess.run(['bash', 'tools/dist_train.sh', str(CONFIG), '2', '--work-dir', str(work_dir),
+                             *map(str, options(ade_root, 2))], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=600, env=env)
     output = check(result)
     assert 'Distributed launcher: pytorch' in output or 'distributed: True' in output
     distributed_miou = float(re.findall(r'Iter\(val\) \[\d+/\d+\]\s+aAcc: \S+\s+mIoU: (\S+)', output)[-1])

@@ -6,9 +6,9 @@ import cv2
 import pytest
 import torch
 
-from replk_mm.datasets import make_ade20k, make_cityscapes
+from replk_mm.data import make_ade20k, make_cityscapes
 
-from .helpers import PROJECT_ROOT, check, printed_metric, run_tool
+from .helpers import PROJECT_ROOT, check, mean_iou_percent, printed_metric, run_tool
 
 pytestmark = pytest.mark.slow
 ADE_CONFIG = PROJECT_ROOT / 'configs' / 'upernet_replknet_tiny_synthetic_ade20k.py'
@@ -44,13 +44,17 @@ def test_train_writes_checkpoints_and_validates(trained):
     assert any(k.startswith('backbone.stages.0.blocks.0.large_kernel.lkb_origin') for k in checkpoint['state_dict'])
 
 
-def test_test_tool_prints_miou_and_per_class_iou(trained, ade_root):
+def test_test_tool_prints_miou_and_per_class_iou(trained, ade_root, tmp_path):
     work_dir, _ = trained
     output = check(run_tool(['tools/test.py', ADE_CONFIG, work_dir / 'iter_4.pth', '--work-dir', work_dir / 'test',
+                             '--out', tmp_path / 'pred',
                              '--cfg-options', f'test_dataloader.dataset.data_root={ade_root}']))
-    miou = printed_metric(output, 'mIoU')
-    assert 0.0 <= miou <= 100.0
-    assert 0.0 <= printed_metric(output, 'aAcc') <= 100.0
+    # The printed mIoU equals one computed here from the written predictions and the annotation files. ADE's
+    # files use 0 for "unlabelled" and 1..150 for classes, in the predictions too (mmseg adds the 1 back).
+    gt_dir = ade_root / 'annotations' / 'validation'
+    pairs = [(pred, gt_dir / pred.name) for pred in sorted((tmp_path / 'pred').glob('*.png'))]
+    assert len(pairs) == 4
+    assert printed_metric(output, 'mIoU') == pytest.approx(mean_iou_percent(pairs, 151, ignore_index=0), abs=0.011)
     assert 'per class results' in output and re.search(r'\|\s+wall\s+\|', output)
 
 
@@ -59,9 +63,10 @@ def test_test_tool_out_show_dir_and_tta(trained, ade_root, tmp_path):
     output = check(run_tool(['tools/test.py', ADE_CONFIG, work_dir / 'iter_4.pth', '--work-dir', tmp_path / 'work',
                              '--out', tmp_path / 'pred', '--show-dir', tmp_path / 'show', '--tta',
                              '--cfg-options', f'test_dataloader.dataset.data_root={ade_root}']))
-    assert 0.0 <= printed_metric(output, 'mIoU') <= 100.0
     predictions = sorted((tmp_path / 'pred').glob('*.png'))
     assert [p.stem for p in predictions] == [f'ADE_val_{i:08d}' for i in range(1, 5)]
+    pairs = [(pred, ade_root / 'annotations' / 'validation' / pred.name) for pred in predictions]
+    assert printed_metric(output, 'mIoU') == pytest.approx(mean_iou_percent(pairs, 151, ignore_index=0), abs=0.011)
     label = cv2.imread(str(predictions[0]), cv2.IMREAD_UNCHANGED)
     assert label.shape == (128, 128) and label.max() < 150
     assert len(list((tmp_path / 'show').rglob('*.png'))) == 4
@@ -89,8 +94,11 @@ def test_cityscapes_format_trains_and_tests(tmp_path):
     work_dir = tmp_path / 'work'
     check(run_tool(['tools/train.py', CITYSCAPES_CONFIG, '--work-dir', work_dir, *data_options(root, 2)]))
     output = check(run_tool(['tools/test.py', CITYSCAPES_CONFIG, work_dir / 'iter_2.pth', '--work-dir', work_dir,
-                             '--cfg-options', f'test_dataloader.dataset.data_root={root}']))
-    assert 0.0 <= printed_metric(output, 'mIoU') <= 100.0
+                             '--out', tmp_path / 'pred', '--cfg-options', f'test_dataloader.dataset.data_root={root}']))
+    gt_files = sorted((root / 'gtFine' / 'val').rglob('*_gtFine_labelTrainIds.png'))
+    pairs = [(tmp_path / 'pred' / f'{gt.name.replace("_gtFine_labelTrainIds", "_leftImg8bit")}', gt) for gt in gt_files]
+    assert len(pairs) == 2 and all(pred.is_file() for pred, _ in pairs)
+    assert printed_metric(output, 'mIoU') == pytest.approx(mean_iou_percent(pairs, 19, ignore_index=255), abs=0.011)
     assert re.search(r'\|\s+road\s+\|', output)  # Cityscapes class names in the per-class table
 
 

@@ -9,12 +9,17 @@ import copy
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from replk_mm.ops import DepthwiseConv2d
+from replk_mm.registry import register_model
 
-from .pretrained import load_pretrained
+from ..reparam import add_centred_kernel, fold_bn
+
+__all__ = ['RepLKNet', 'ARCH_SETTINGS', 'ARCH_KEYS']
 
 ARCH_SETTINGS = {
     '31B': dict(large_kernel_sizes=[31, 29, 27, 13], layers=[2, 2, 18, 2],
@@ -26,24 +31,13 @@ ARCH_SETTINGS = {
 }
 ARCH_KEYS = ('large_kernel_sizes', 'layers', 'channels', 'small_kernel', 'dw_ratio')
 FFN_RATIO = 4
-NORM_TYPES = {'BN': nn.BatchNorm2d, 'BN2d': nn.BatchNorm2d, 'SyncBN': nn.SyncBatchNorm}
 
 
-def make_norm_layer(norm_cfg):
-    """Turn an MM-style ``norm_cfg`` (BN or SyncBN) into ``channels -> nn.Module``."""
-    cfg = dict(norm_cfg)
-    norm_type = cfg.pop('type', None)
-    if norm_type not in NORM_TYPES:
-        raise ValueError(f'norm_cfg: type must be one of {sorted(NORM_TYPES)}, got {norm_type!r}')
-    requires_grad = cfg.pop('requires_grad', True)
-
-    def norm_layer(channels):
-        norm = NORM_TYPES[norm_type](channels, **cfg)
-        for param in norm.parameters():
-            param.requires_grad = requires_grad
-        return norm
-
-    return norm_layer
+def norm_layer_factory(norm_cfg):
+    """``channels -> BN module`` from an MM ``norm_cfg`` (mmcv's builder: BN, SyncBN, requires_grad, ...)."""
+    if not isinstance(norm_cfg, dict) or norm_cfg.get('type') not in ('BN', 'BN2d', 'SyncBN'):
+        raise ValueError(f"norm_cfg: expected a dict with type 'BN' or 'SyncBN', got {norm_cfg!r}")
+    return lambda channels: build_norm_layer(norm_cfg, channels)[1]
 
 
 class ConvBN(nn.Sequential):
@@ -67,12 +61,10 @@ class DWConvBN(nn.Sequential):
         self.add_module('conv', DepthwiseConv2d(channels, kernel_size, impl=dwconv_impl))
         self.add_module('bn', norm_layer(channels))
 
-
-def fuse_conv_bn(kernel, bn):
-    """Fold an eval-mode BN into the preceding bias-free conv: (kernel, bias)."""
-    std = (bn.running_var + bn.eps).sqrt()
-    scale = bn.weight / std
-    return kernel * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+    def folded(self):
+        """(kernel, bias) of the one conv this branch equals in eval mode."""
+        bn = self.bn
+        return fold_bn(self.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
 
 
 class ReparamLargeKernelConv(nn.Module):
@@ -106,12 +98,9 @@ class ReparamLargeKernelConv(nn.Module):
     @torch.no_grad()
     def merged_kernel_and_bias(self):
         """The single KxK kernel and bias equal to the training form in eval mode."""
-        kernel, bias = fuse_conv_bn(self.lkb_origin.conv.weight, self.lkb_origin.bn)
+        kernel, bias = self.lkb_origin.folded()
         if hasattr(self, 'small_conv'):
-            small_kernel, small_bias = fuse_conv_bn(self.small_conv.conv.weight, self.small_conv.bn)
-            pad = (self.kernel_size - self.small_kernel) // 2
-            kernel = kernel + nn.functional.pad(small_kernel, [pad] * 4)
-            bias = bias + small_bias
+            kernel, bias = add_centred_kernel(kernel, bias, *self.small_conv.folded())
         return kernel, bias
 
     def switch_to_deploy(self):
@@ -129,38 +118,25 @@ class ReparamLargeKernelConv(nn.Module):
             del self.small_conv
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: drop the residual branch per sample with probability ``drop_prob``."""
-
-    def __init__(self, drop_prob=0.):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x):
-        if self.drop_prob == 0. or not self.training:
-            return x
-        keep_prob = 1 - self.drop_prob
-        mask = x.new_empty((x.shape[0], ) + (1, ) * (x.dim() - 1)).bernoulli_(keep_prob)
-        return x * mask / keep_prob
-
-    def extra_repr(self):
-        return f'drop_prob={self.drop_prob}'
-
-
 class RepLKBlock(nn.Module):
-    """BN -> 1x1 conv-BN-ReLU -> large depthwise conv -> ReLU -> 1x1 conv-BN, with a residual."""
+    """BN -> 1x1 conv-BN-ReLU -> large depthwise conv -> ReLU -> 1x1 conv-BN, with a residual.
 
-    def __init__(self, channels, dw_channels, kernel_size, small_kernel, drop_path, norm_layer,
+    ``norm_layer`` maps channels to a norm module and ``drop_path`` is the residual branch's stochastic
+    depth module: the backbone supplies both, so the blocks need nothing but torch.
+    """
+
+    def __init__(self, channels, dw_channels, kernel_size, small_kernel, norm_layer, drop_path,
                  small_kernel_merged=False, dwconv_impl='auto'):
         super().__init__()
         # Declaration order matches the released checkpoints' key order.
         self.pw1 = ConvBN(channels, dw_channels, 1, norm_layer, relu=True)
         self.pw2 = ConvBN(dw_channels, channels, 1, norm_layer)
-        self.large_kernel = ReparamLargeKernelConv(dw_channels, kernel_size, small_kernel, norm_layer,
-                                                   small_kernel_merged, dwconv_impl)
+        self.large_kernel = ReparamLargeKernelConv(
+            dw_channels, kernel_size, small_kernel, norm_layer, small_kernel_merged=small_kernel_merged,
+            dwconv_impl=dwconv_impl)
         self.lk_nonlinear = nn.ReLU()
         self.prelkb_bn = norm_layer(channels)
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = drop_path
 
     def forward(self, x):
         out = self.pw1(self.prelkb_bn(x))
@@ -171,9 +147,9 @@ class RepLKBlock(nn.Module):
 class ConvFFN(nn.Module):
     """BN -> 1x1 conv-BN (C -> 4C) -> GELU -> 1x1 conv-BN (4C -> C), with a residual."""
 
-    def __init__(self, channels, hidden_channels, drop_path, norm_layer):
+    def __init__(self, channels, hidden_channels, norm_layer, drop_path):
         super().__init__()
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = drop_path
         self.preffn_bn = norm_layer(channels)
         self.pw1 = ConvBN(channels, hidden_channels, 1, norm_layer)
         self.pw2 = ConvBN(hidden_channels, channels, 1, norm_layer)
@@ -185,18 +161,22 @@ class ConvFFN(nn.Module):
 
 
 class RepLKNetStage(nn.Module):
-    """``num_blocks`` pairs of (RepLKBlock, ConvFFN), then an optional output norm."""
+    """One (RepLKBlock, ConvFFN) pair per entry of ``drop_path_rates``, then an optional output norm.
 
-    def __init__(self, channels, num_blocks, kernel_size, small_kernel, dw_ratio, drop_paths, norm_layer,
-                 small_kernel_merged=False, norm_intermediate_features=False, with_cp=False,
+    ``drop_path_layer`` maps a rate to a stochastic depth module.
+    """
+
+    def __init__(self, channels, kernel_size, small_kernel, dw_ratio, drop_path_rates, norm_layer,
+                 drop_path_layer, small_kernel_merged=False, norm_intermediate_features=False, with_cp=False,
                  dwconv_impl='auto'):
         super().__init__()
         self.with_cp = with_cp
         blocks = []
-        for drop_path in drop_paths[:num_blocks]:
-            blocks.append(RepLKBlock(channels, int(channels * dw_ratio), kernel_size, small_kernel, drop_path,
-                                     norm_layer, small_kernel_merged, dwconv_impl))
-            blocks.append(ConvFFN(channels, channels * FFN_RATIO, drop_path, norm_layer))
+        for rate in drop_path_rates:
+            blocks.append(RepLKBlock(
+                channels, int(channels * dw_ratio), kernel_size, small_kernel, norm_layer, drop_path_layer(rate),
+                small_kernel_merged=small_kernel_merged, dwconv_impl=dwconv_impl))
+            blocks.append(ConvFFN(channels, channels * FFN_RATIO, norm_layer, drop_path_layer(rate)))
         self.blocks = nn.ModuleList(blocks)
         self.norm = norm_layer(channels) if norm_intermediate_features else nn.Identity()
 
@@ -233,6 +213,7 @@ def resolve_arch(arch):
     return arch
 
 
+@register_model
 class RepLKNet(BaseModule):
     """RepLKNet backbone for dense prediction: feature maps at strides 4, 8, 16 and 32.
 
@@ -269,9 +250,9 @@ class RepLKNet(BaseModule):
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
-        norm_layer = make_norm_layer(norm_cfg)
-
-        kernel_sizes, layers, channels, small_kernel, dw_ratio = (self.arch_settings[k] for k in ARCH_KEYS)
+        norm_layer = norm_layer_factory(norm_cfg)
+        settings = self.arch_settings
+        layers, channels = settings['layers'], settings['channels']
         self.channels = list(channels)
         base = channels[0]
         self.stem = nn.ModuleList([
@@ -287,9 +268,10 @@ class RepLKNet(BaseModule):
         for i in range(4):
             start = sum(layers[:i])
             self.stages.append(RepLKNetStage(
-                channels[i], layers[i], kernel_sizes[i], small_kernel, dw_ratio,
-                drop_paths[start:start + layers[i]], norm_layer, small_kernel_merged,
-                norm_intermediate_features, with_cp, dwconv_impl))
+                channels[i], settings['large_kernel_sizes'][i], settings['small_kernel'], settings['dw_ratio'],
+                drop_path_rates=drop_paths[start:start + layers[i]], norm_layer=norm_layer,
+                drop_path_layer=DropPath, small_kernel_merged=small_kernel_merged,
+                norm_intermediate_features=norm_intermediate_features, with_cp=with_cp, dwconv_impl=dwconv_impl))
             if i < 3:
                 self.transitions.append(nn.Sequential(
                     ConvBN(channels[i], channels[i + 1], 1, norm_layer, relu=True),
@@ -314,6 +296,7 @@ class RepLKNet(BaseModule):
         """``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` accepts every released RepLKNet layout."""
         init_cfg = self.init_cfg
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            from replk_mm.checkpoint import load_pretrained  # the model never needs checkpoint code to import
             load_pretrained(self, init_cfg['checkpoint'])
             self._is_init = True
             return

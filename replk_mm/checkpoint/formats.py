@@ -1,29 +1,22 @@
-"""Load released RepLKNet weights into the backbone, whatever their wrapping or form.
+"""Released RepLKNet checkpoint layouts: what is inside a file and which form and arch it holds.
 
-Accepted without a conversion step: the official PyTorch files (flat, or under ``model`` /
-``state_dict``), mmpretrain-converted files (``backbone.`` prefix, ``head.fc``, the classifier norm
-as ``backbone.stages.3.norm``), mmengine checkpoints of a whole segmentor/detector, replk_mm's own
-converted files, ImageNet-22K files, in training or deploy form. Everything that is not loaded is
-logged with the reason; a checkpoint of another arch is an error that names both archs.
+The official PyTorch files (flat, or under ``model`` / ``state_dict``), mmpretrain-converted files
+(``backbone.`` prefix, ``head.fc``, the classifier norm as ``backbone.stages.3.norm``), mmengine
+checkpoints of a whole segmentor/detector and replk_mm's own converted files, ImageNet-1K or 22K, in
+training or deploy form. Pure functions on state dicts; nothing here touches a model.
 """
-import os
 import re
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
-from mmengine.logging import print_log
 
-from replk_mm.safe_load import safe_load
+from replk_mm.models.backbones.replknet import ARCH_KEYS, ARCH_SETTINGS
+from replk_mm.models.reparam import add_centred_kernel, fold_bn
 
 CLASSIFIER_KEY = re.compile(r'^(norm|head)\.')
-STAGE_NORM_KEY = re.compile(r'^stages\.\d+\.norm\.')
 BLOCK_KEY = re.compile(r'^stages\.(?P<stage>\d+)\.blocks\.(?P<block>\d+)\.')
 LARGE_KERNEL = re.compile(r'^(?P<prefix>.*\.large_kernel)\.lkb_origin\.conv\.weight$')
-DEPLOY_HINT = ('build the backbone in deploy form to load it: small_kernel_merged=True in its config '
-               '(with the tools: --cfg-options model.backbone.small_kernel_merged=True), or load the '
-               'training-form file instead')
-LISTED_KEYS = 8  # keys named per reason in the log; the rest are counted
+BN_TENSORS = ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
 
 
 def unwrap_state_dict(checkpoint):
@@ -88,23 +81,19 @@ def merge_large_kernels(state, eps=1e-5):
         if not match:
             continue
         prefix = match['prefix']
-        kernel, bias = _fold_bn(merged, f'{prefix}.lkb_origin', eps)
+        kernel, bias = _pop_folded_branch(merged, f'{prefix}.lkb_origin', eps)
         if f'{prefix}.small_conv.conv.weight' in merged:
-            small, small_bias = _fold_bn(merged, f'{prefix}.small_conv', eps)
-            pad = (kernel.shape[-1] - small.shape[-1]) // 2
-            kernel, bias = kernel + F.pad(small, [pad] * 4), bias + small_bias
+            kernel, bias = add_centred_kernel(kernel, bias, *_pop_folded_branch(merged, f'{prefix}.small_conv', eps))
         merged[f'{prefix}.lkb_reparam.weight'] = kernel
         merged[f'{prefix}.lkb_reparam.bias'] = bias
     return merged
 
 
-def _fold_bn(state, branch, eps):
+def _pop_folded_branch(state, branch, eps):
     """Pop ``branch.conv`` and ``branch.bn`` from ``state``; return the BN-folded kernel and bias."""
     kernel = state.pop(f'{branch}.conv.weight')
-    bn = {name: state.pop(f'{branch}.bn.{name}') for name in
-          ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked') if f'{branch}.bn.{name}' in state}
-    scale = bn['weight'] / (bn['running_var'] + eps).sqrt()
-    return kernel * scale.reshape(-1, 1, 1, 1), bn['bias'] - bn['running_mean'] * scale
+    bn = {name: state.pop(f'{branch}.bn.{name}') for name in BN_TENSORS if f'{branch}.bn.{name}' in state}
+    return fold_bn(kernel, bn['weight'], bn['bias'], bn['running_mean'], bn['running_var'], eps)
 
 
 def infer_arch(state):
@@ -145,15 +134,10 @@ def infer_arch(state):
 
 def describe_arch(arch):
     """'31B', '31L', 'XL', or the settings themselves, for an (inferred) arch dict."""
-    from .replknet import ARCH_KEYS, ARCH_SETTINGS
     for name, settings in ARCH_SETTINGS.items():
         if arch and all(settings[k] == v for k, v in arch.items()):
             return name
     return 'custom (' + ', '.join(f'{k}={arch[k]}' for k in ARCH_KEYS if k in arch) + ')'
-
-
-def _shape(tensor):
-    return tuple(tensor.shape) if tensor is not None else 'absent'
 
 
 def require_replknet(path, state):
@@ -161,70 +145,3 @@ def require_replknet(path, state):
     if 'stem.0.conv.weight' not in state:
         raise ValueError(f'{path} holds no RepLKNet backbone weights (no stem.0.conv.weight after unwrapping); '
                          f'its first keys: {", ".join(list(state)[:5])}')
-
-
-def check_same_arch(path, state, model_state, model_arch):
-    """Raise if ``state`` is not the backbone's arch, naming both and the first mismatching key.
-
-    Stage output norms may differ (a classifier has none; ``norm_intermediate_features`` adds them).
-    """
-    require_replknet(path, state)
-    keys = [k for k in model_state if not STAGE_NORM_KEY.match(k)]
-    keys += [k for k in state if k not in model_state and not STAGE_NORM_KEY.match(k)]
-    for key in keys:
-        ours, theirs = model_state.get(key), state.get(key)
-        if ours is None or theirs is None or ours.shape != theirs.shape:
-            raise ValueError(
-                f'{path} holds RepLKNet arch {describe_arch(infer_arch(state))}, but the backbone is arch '
-                f'{describe_arch(model_arch)}: first mismatch at {key}: checkpoint {_shape(theirs)} vs '
-                f'backbone {_shape(ours)}')
-
-
-MISSING_PRETRAINED_HINT = ('put the released ImageNet file there, or train from scratch with '
-                           '--cfg-options model.backbone.init_cfg=None')
-
-
-def load_checkpoint_file(path):
-    """A local file through :func:`safe_load`; an URL through torch.hub's cache, also with weights_only=True."""
-    if '://' in path:
-        return torch.hub.load_state_dict_from_url(path, map_location='cpu', weights_only=True)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f'RepLKNet pretrained checkpoint not found: {path}; {MISSING_PRETRAINED_HINT}')
-    return safe_load(path)
-
-
-def load_pretrained(backbone, path):
-    """Load ``path`` into ``backbone`` (a RepLKNet); log what was ignored and why.
-
-    A training-form file loads into a deploy-form backbone (its branches are merged here). A deploy-form
-    file into a training-form backbone is an error: a merged kernel cannot be split into its branches, and
-    switching the backbone to deploy form here would leave the new kernels out of an optimizer built
-    before ``init_weights`` (mmengine's Runner builds it first).
-    """
-    state, ignored = extract_backbone_state_dict(load_checkpoint_file(path))
-    model_state = backbone.state_dict()
-    if is_deploy_form(state) and not is_deploy_form(model_state):
-        raise ValueError(f'{path} is in deploy form (large kernels merged into lkb_reparam) but the backbone is in '
-                         f'training form (lkb_origin + small_conv branches); {DEPLOY_HINT}')
-    if is_deploy_form(model_state) and is_training_form(state):
-        state = merge_large_kernels(state, eps=backbone.stem[0].bn.eps)
-    check_same_arch(path, state, model_state, backbone.arch_settings)
-    for key in [k for k in state if k not in model_state]:
-        ignored[key] = 'stage output norm; this backbone has none (norm_intermediate_features=False)'
-        del state[key]
-    missing = [k for k in model_state if k not in state]
-    backbone.load_state_dict(state, strict=False)
-    form = 'deploy' if is_deploy_form(model_state) else 'training'
-    print_log(f'loaded {len(state)} tensors into RepLKNet (arch {describe_arch(backbone.arch_settings)}, '
-              f'{form} form) from {path}', logger='current')
-    by_reason = defaultdict(list)
-    for key, reason in ignored.items():
-        by_reason[reason].append(key)
-    for reason, keys in by_reason.items():
-        more = f' and {len(keys) - LISTED_KEYS} more' if len(keys) > LISTED_KEYS else ''
-        print_log(f'ignored {len(keys)} keys of {path}: {reason}: {", ".join(keys[:LISTED_KEYS])}{more}',
-                  logger='current')
-    if missing:
-        print_log(f'not in {path}, left as initialised: {", ".join(missing)}', logger='current')
-    return dict(loaded=sorted(state), ignored=ignored, missing=missing)

@@ -4,8 +4,7 @@ import json
 import pytest
 from mmengine.logging import MMLogger
 
-from replk_mm.datasets import make_coco
-from replk_mm.datasets.coco_check import check_coco_annotations
+from replk_mm.data import check_coco_annotations, make_coco
 
 from e2e.helpers import PROJECT_ROOT, run_tool
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from replk_mm.datasets.synthetic_coco import make_coco
+from replk_mm.data import make_coco
 
 NUM_TRAIN, NUM_VAL, SIZE = 6, 4, (96, 128)
 

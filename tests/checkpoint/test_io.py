@@ -1,5 +1,8 @@
-"""mmengine checkpoints load with torch's weights_only=True; code-running pickles are refused."""
+"""mmengine checkpoints load with torch's weights_only=True; code-running pickles are refused; writes are atomic."""
 import builtins
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -10,8 +13,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint, load_checkpoint
 
-import replk_mm
-from replk_mm.safe_load import safe_load
+from replk_mm.checkpoint import allow_mmengine_checkpoints, safe_load, save_atomic, write_text_atomic
 
 
 class ToyModel(BaseModel):
@@ -51,7 +53,34 @@ def runner_checkpoint(tmp_path_factory):
     return work_dir
 
 
+def test_safe_load_reads_runner_checkpoint_without_global_allow_list(runner_checkpoint):
+    """safe_load allows mmengine's objects for its own call only; ``import replk_mm`` changes nothing global."""
+    path = runner_checkpoint / 'iter_2.pth'
+    result = subprocess.run([sys.executable, '-c', textwrap.dedent(f"""
+        import torch
+
+        def mmengine_entries():  # torch itself allows its DTensor classes once torch.distributed.tensor loads
+            return [str(g) for g in torch.serialization.get_safe_globals() if 'HistoryBuffer' in str(g)
+                    or 'numpy' in str(g) or 'getattr' in str(g)]
+
+        import replk_mm
+        assert mmengine_entries() == [], 'import widened the allow list'
+        assert replk_mm.safe_load({str(path)!r})['meta']['iter'] == 2
+        assert mmengine_entries() == [], 'safe_load widened it'
+        replk_mm.allow_mmengine_checkpoints()
+        assert len(mmengine_entries()) > 10  # the check above can see what the tools allow
+        torch.serialization.clear_safe_globals()
+        try:
+            torch.load({str(path)!r})
+        except Exception as err:
+            print('refused:', type(err).__name__)
+    """)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'refused: UnpicklingError'
+
+
 def test_runner_checkpoint_loads_with_weights_only(runner_checkpoint):
+    allow_mmengine_checkpoints()  # what the tools do before building a Runner
     path = runner_checkpoint / 'iter_2.pth'
     checkpoint = torch.load(path, map_location='cpu')  # torch's default: weights_only=True
     assert checkpoint['meta']['iter'] == 2
@@ -64,6 +93,7 @@ def test_runner_checkpoint_loads_with_weights_only(runner_checkpoint):
 
 
 def test_runner_resumes_from_checkpoint(runner_checkpoint):
+    allow_mmengine_checkpoints()
     runner = make_runner(runner_checkpoint, max_iters=4, resume=True)
     runner.train()
     assert runner.iter == 4
@@ -82,6 +112,7 @@ class Payload:
 
 @pytest.mark.parametrize('loader', ['torch.load', 'mmengine.load_checkpoint', 'replk_mm.safe_load'])
 def test_code_running_checkpoint_is_refused(tmp_path, loader):
+    allow_mmengine_checkpoints()  # the allow list the tools set up must not let a payload through either
     marker = tmp_path / 'pwned'
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {'linear.weight': torch.zeros(1, 2)}, 'meta': Payload(str(marker))}, path)
@@ -100,11 +131,6 @@ def test_safe_load_names_missing_file(tmp_path):
         safe_load(tmp_path / 'nope.pth')
 
 
-def test_safe_loading_not_switched_off_globally():
-    import os
-    assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ
-    assert replk_mm.safe_load.__module__ == 'replk_mm.safe_load'
-
 
 class GetattrPayload:
     """Pickles to getattr(HistoryBuffer, '__init__'): the first step of a getattr chain to any object."""
@@ -118,4 +144,16 @@ def test_getattr_outside_history_buffer_statistics_is_refused(tmp_path):
     path = tmp_path / 'chain.pth'
     torch.save({'meta': GetattrPayload()}, path)
     with pytest.raises(Exception, match="refused getattr"):
-        torch.load(path)
+        safe_load(path)
+
+
+def test_atomic_writes_leave_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / 'ckpt.pth'
+    save_atomic({'w': torch.ones(2)}, path)
+    with pytest.raises(AttributeError, match="Can't pickle local object"):
+        save_atomic({'w': lambda: None}, path)  # torch.save cannot pickle a lambda: fails mid-write
+    assert torch.equal(safe_load(path)['w'], torch.ones(2))
+    write_text_atomic(tmp_path / 'last', 'a')
+    write_text_atomic(tmp_path / 'last', 'b')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ckpt.pth', 'last']  # no temporary files left
+    assert (tmp_path / 'last').read_text() == 'b'

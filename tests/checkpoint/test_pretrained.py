@@ -9,7 +9,7 @@ import torch
 from mmengine.logging import MMLogger
 
 from replk_mm import RepLKNet
-from replk_mm.models.backbones.pretrained import load_pretrained
+from replk_mm.checkpoint import load_pretrained
 
 from conftest import TINY_ARCH, randomize_bn_stats, read_key_list
 

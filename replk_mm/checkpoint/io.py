@@ -1,14 +1,25 @@
-"""Safe checkpoint loading on torch >= 2.6 for the objects mmengine 0.10.7 writes.
+"""Reading and writing checkpoints safely: weights-only loading and atomic writes.
+
+Loading, on torch >= 2.6 for the objects mmengine 0.10.7 writes:
 
 ``torch.load`` defaults to ``weights_only=True``: it refuses any pickled global outside an allow
 list, so a checkpoint can never run code while it loads. mmengine's checkpoints carry a few plain
 data types besides tensors (the message hub's ``HistoryBuffer`` with numpy arrays and scalars,
 and its statistics methods, pickled as ``getattr(HistoryBuffer, 'mean')``);
-:func:`allow_mmengine_checkpoints` adds exactly those to the allow list. ``getattr`` itself is
-never allowed (chained, it reaches any object): the name ``builtins.getattr`` is mapped to
-:func:`history_buffer_statistic`, which resolves only those methods. Safe loading stays on.
+:func:`safe_load` allows exactly those, for its own call only; :func:`allow_mmengine_checkpoints`
+adds them to torch's global allow list, for mmengine's own loading (resume, ``load_from``), and is
+called by the tools, never on import. ``getattr`` itself is never allowed (chained, it reaches any
+object): the name ``builtins.getattr`` is mapped to :func:`history_buffer_statistic`, which resolves
+only those methods. Safe loading stays on.
+
+Writing: :func:`save_atomic` and :func:`write_text_atomic` go through a temporary file in the same
+folder, flushed to disk and renamed, so a reader (or a resumed run) sees the old file or the new one,
+never a part.
 """
+import os
+import os.path as osp
 import pickle
+import tempfile
 
 import numpy as np
 import torch
@@ -49,16 +60,58 @@ def mmengine_checkpoint_globals():
 
 
 def allow_mmengine_checkpoints():
-    """Let ``torch.load(weights_only=True)`` read mmengine checkpoints (resume, load_from, test)."""
+    """Let every ``torch.load(weights_only=True)`` of this process read mmengine checkpoints.
+
+    mmengine's Runner loads ``--resume`` and ``load_from`` files with a plain ``torch.load``; the tools call
+    this before building it. Code of your own can call it too (or use :func:`safe_load`, which needs nothing).
+    """
     torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
 
 
 def safe_load(path, map_location='cpu'):
     """``torch.load`` with ``weights_only=True``; a refused or unreadable file names itself."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f'checkpoint file not found: {path}') from None
     except Exception as err:
         raise RuntimeError(f'could not load checkpoint {path} safely (weights_only=True): '
                            f'{type(err).__name__}: {err}') from err
+
+
+def _replace_atomically(path, write):
+    """Call ``write(tmp_path)``, fsync the file, rename it to ``path``; remove it on any failure."""
+    directory = osp.dirname(osp.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=directory)
+    os.close(handle)
+    try:
+        write(tmp)
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_atomic(obj, path):
+    """``torch.save(obj)`` to ``path`` atomically (see the module docstring)."""
+    _replace_atomically(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_text_atomic(path, text):
+    """Write ``text`` to ``path`` atomically (see the module docstring)."""
+
+    def write(tmp):
+        with open(tmp, 'w') as f:
+            f.write(text)
+
+    _replace_atomically(path, write)
+
+
+def same_file(a, b):
+    """Whether two paths name one file (also through links), for the tools' refusal to overwrite inputs."""
+    return osp.exists(a) and osp.exists(b) and osp.samefile(a, b) or osp.abspath(a) == osp.abspath(b)

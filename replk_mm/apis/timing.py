@@ -1,0 +1,44 @@
+"""The one timer of every benchmark tool: warm up, then time each call alone and keep every time.
+
+CUDA: events around each call with a synchronisation before it, so queued work is not counted and the
+call's own is; CPU: ``time.perf_counter``. Report the median (robust to the odd slow repeat).
+"""
+import time
+
+import torch
+
+
+def time_call(fn, device, warmup, repeats):
+    """Seconds of each of ``repeats`` calls of ``fn``, after ``warmup`` untimed calls."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def reset_peak_memory(device):
+    """Start a new peak-memory window (CUDA only)."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device):
+    """Peak allocated memory since :func:`reset_peak_memory`, in MiB; None off CUDA."""
+    device = torch.device(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == 'cuda' else None
