@@ -12,15 +12,22 @@ import sys
 
 from mmengine.config import DictAction
 
-from replk_mm.apis.export import (PARTS, TOLERANCE, ExportMismatch, check_output_path, export_checked,
-                                  exportable_model, onnx_metadata)
+from replk_mm.apis.export import (
+    PARTS,
+    TOLERANCE,
+    ExportCheckError,
+    check_output_path,
+    export_checked,
+    exportable_model,
+    onnx_metadata,
+)
 from replk_mm.apis.inference import exit_on_input_error, read_config
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='the config of the checkpoint (training or deploy form)')
-    parser.add_argument('checkpoint', help='trained checkpoint of that config, or any RepLKNet file with --part backbone')
+    parser.add_argument('checkpoint', help='trained checkpoint of the config (with --part backbone: any RepLKNet file)')
     parser.add_argument('out', help='path of the .onnx file to write')
     parser.add_argument('--shape', type=int, nargs=2, default=[512, 512], metavar=('H', 'W'),
                         help='input height and width of the export and its check (default: 512 512)')
@@ -42,7 +49,7 @@ def main():
     try:
         report = export_checked(exported, args.out, tuple(args.shape), args.dynamic,
                                 onnx_metadata(cfg, args.config, args.checkpoint, exported))
-    except ExportMismatch as err:
+    except ExportCheckError as err:
         print(f'error: {err}', file=sys.stderr)
         sys.exit(1)
     print(f'merged {report["merged"]} large-kernel convs; the graph has {len(report["conv_kernels"])} large-kernel '

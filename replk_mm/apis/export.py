@@ -142,10 +142,27 @@ def exportable_model(cfg, config, checkpoint, part='model'):
     return Exported(model, 'logits' if hasattr(model, 'decode_head') else 'features').eval()
 
 
+def use_mmseg_heads(module):
+    """Turn our fast training heads back into the mmseg classes they extend (same parameters); how many.
+
+    Their resizes are matrices built from concrete sizes (``replk_mm.models.heads.resize``), which fixes the
+    exported graph to one input size; mmseg's heads resize with ``F.interpolate``, which exports with
+    symbolic sizes.
+    """
+    from mmseg.models.decode_heads import FCNHead, UPerHead
+
+    from replk_mm.models.heads import FastFCNHead, FastUPerHead
+    plain = {FastUPerHead: UPerHead, FastFCNHead: FCNHead}
+    heads = [m for m in module.modules() if type(m) in plain]
+    for head in heads:
+        head.__class__ = plain[type(head)]
+    return len(heads)
+
+
 def to_deploy_form(exported):
-    """Merge the large kernels, force PyTorch's depthwise conv, make pooling exportable; the counts of each."""
+    """Merge the large kernels, force PyTorch's depthwise conv, make heads and pooling exportable; the counts."""
     return dict(merged=switch_to_deploy(exported), torch_dwconvs=force_torch_dwconv(exported),
-                pools=replace_adaptive_pools(exported))
+                heads=use_mmseg_heads(exported), pools=replace_adaptive_pools(exported))
 
 
 def input_metadata(cfg):
@@ -179,7 +196,8 @@ def export_to_onnx(exported, inputs, path, output_names, dynamic):
 
 
 def graph_summary(path):
-    """``(non-standard ops, large-kernel Conv node kernel sizes)`` of an ONNX file; large means larger than 7."""
+    """What the checks read from an ONNX file: ``custom_ops`` (outside the standard domain), ``large_kernels``
+    (kernel sizes of the Conv nodes larger than 7x7) and ``input_shape`` (ints, or names where symbolic)."""
     import onnx
     graph = onnx.load(path).graph
     custom = sorted({f'{node.domain}::{node.op_type}' for node in graph.node if node.domain not in ('', 'ai.onnx')})
@@ -189,7 +207,9 @@ def graph_summary(path):
             shape = next((list(a.ints) for a in node.attribute if a.name == 'kernel_shape'), [])
             if shape and min(shape) > 7:
                 kernels.append('x'.join(map(str, shape)))
-    return custom, kernels
+    dims = graph.input[0].type.tensor_type.shape.dim
+    return dict(custom_ops=custom, large_kernels=kernels,
+                input_shape=[d.dim_param if d.HasField('dim_param') else d.dim_value for d in dims])
 
 
 def onnxruntime_outputs(path, inputs):
@@ -209,8 +229,8 @@ def check_shapes(shape, dynamic):
     return shapes
 
 
-class ExportMismatch(RuntimeError):
-    """The ONNX file's outputs differ from PyTorch's beyond the tolerance (nothing was written)."""
+class ExportCheckError(RuntimeError):
+    """The exported file failed a check (outputs, ops, large kernels, dynamic axes); nothing was written."""
 
 
 def export_checked(exported, out, shape=(512, 512), dynamic=False, metadata=None, tolerance=TOLERANCE, log=print):
@@ -218,8 +238,8 @@ def export_checked(exported, out, shape=(512, 512), dynamic=False, metadata=None
 
     PyTorch's reference outputs come from the model as loaded (before merging); onnxruntime runs the file on
     the CPU at each of :func:`check_shapes`. The file appears at ``out`` only if every relative error is
-    within ``tolerance``; else :class:`ExportMismatch` is raised and nothing is written. A graph holding a
-    non-standard op, or not one Conv node per merged large kernel, raises RuntimeError, also writing nothing.
+    within ``tolerance``, the graph holds standard ops only, one Conv node per merged large kernel, and (with
+    ``dynamic``) symbolic batch, height and width; else :class:`ExportCheckError` is raised, nothing written.
     Returns the report dict (errors per shape, counts, Conv kernel sizes).
     """
     generator = torch.Generator().manual_seed(0)
@@ -233,13 +253,20 @@ def export_checked(exported, out, shape=(512, 512), dynamic=False, metadata=None
 
     def write(tmp):
         export_to_onnx(exported, inputs[-1] if dynamic else inputs[0], tmp, names, dynamic)
-        custom, kernels = graph_summary(tmp)
-        if custom:
-            raise RuntimeError(f'the exported graph holds non-standard ops {custom}; nothing written')
-        if len(kernels) != large_kernels:
-            raise RuntimeError(f'the exported graph has {len(kernels)} large-kernel Conv nodes ({kernels}), the '
-                               f'deploy model {large_kernels} merged large-kernel convs; nothing written')
-        report['conv_kernels'] = kernels
+        graph = graph_summary(tmp)
+        if graph['custom_ops']:
+            raise ExportCheckError(f'the exported graph holds non-standard ops {graph["custom_ops"]}; '
+                                   'nothing written')
+        if len(graph['large_kernels']) != large_kernels:
+            raise ExportCheckError(f'the exported graph has {len(graph["large_kernels"])} large-kernel Conv nodes '
+                                   f'({graph["large_kernels"]}), the deploy model {large_kernels} merged '
+                                   'large-kernel convs; nothing written')
+        fixed = [axis for axis, size in zip('NCHW', graph['input_shape']) if isinstance(size, int) and axis != 'C']
+        if dynamic and fixed:
+            raise ExportCheckError(f'asked for a dynamic graph, the exporter fixed the input axes {fixed} to '
+                                   f'{graph["input_shape"]}: the model\'s forward turns them into Python '
+                                   'numbers; nothing written')
+        report['conv_kernels'] = graph['large_kernels']
         if metadata:
             add_metadata(tmp, metadata)
         for x, reference in zip(inputs, references):
@@ -250,7 +277,7 @@ def export_checked(exported, out, shape=(512, 512), dynamic=False, metadata=None
             log(f'onnxruntime vs PyTorch at input {"x".join(map(str, x.shape))}: relative error {error:.2e}')
         worst = max(error for _, error in report['errors'])
         if worst > tolerance:
-            raise ExportMismatch(f'relative error {worst:.2e} exceeds {tolerance:g}; nothing written')
+            raise ExportCheckError(f'relative error {worst:.2e} exceeds {tolerance:g}; nothing written')
 
     write_output_atomic(out, write)
     return report

@@ -81,8 +81,9 @@ def test_export_segmentor_dynamic_matches_pytorch_at_other_sizes(tmp_path, monke
     errors = [float(e) for e in re.findall(r'vs PyTorch at input .*: relative error ([0-9.e+-]+)', printed)]
     assert len(errors) == 2 and max(errors) < 1e-5  # the export size and a second one (batch 2, 104x120)
     assert 'input 2x3x104x120' in printed and 'merged 5 large-kernel convs' in printed
-    custom, kernels = graph_summary(str(out))
-    assert custom == [] and kernels == SEG_KERNELS
+    graph = graph_summary(str(out))
+    assert graph['custom_ops'] == [] and graph['large_kernels'] == SEG_KERNELS
+    assert graph['input_shape'][1] == 3 and all(isinstance(graph['input_shape'][i], str) for i in (0, 2, 3))
     ops = {node.op_type for node in onnx.load(str(out)).graph.node}
     assert 'Conv' in ops and not any('triton' in op.lower() or 'depthwise' in op.lower() for op in ops)
     metadata = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
@@ -103,8 +104,7 @@ def test_export_static_shape_from_a_deploy_checkpoint(tmp_path, monkeypatch, cap
     run_main(monkeypatch, 'export_onnx', SEG_CONFIG, directory / 'deploy.pth', out, '--shape', 64, 64, *DEPLOY)
     printed = capsys.readouterr().out
     assert 'merged 0 large-kernel convs' in printed and len(re.findall('vs PyTorch at input', printed)) == 1
-    inputs = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
-    assert [d.dim_value for d in inputs] == [1, 3, 64, 64]
+    assert graph_summary(str(out))['input_shape'] == [1, 3, 64, 64]
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's 0600
@@ -122,7 +122,7 @@ def test_export_detector_backbone_and_neck(tmp_path, monkeypatch, capsys):
         reference = model.extract_feat(x)
     assert [o.shape[-2:] for o in outputs] == [(24, 32), (12, 16), (6, 8), (3, 4), (2, 2)]
     assert relative_error(outputs, list(reference)) < 1e-5
-    assert graph_summary(str(tmp_path / 'det.onnx'))[1] == ['31x31', '29x29', '27x27', '13x13']
+    assert graph_summary(str(tmp_path / 'det.onnx'))['large_kernels'] == ['31x31', '29x29', '27x27', '13x13']
 
 
 def test_export_backbone_part_from_a_backbone_file(tmp_path, monkeypatch, capsys, seg):
@@ -146,6 +146,17 @@ def test_export_above_the_tolerance_writes_nothing(tmp_path, monkeypatch, capsys
     error = exits_with(monkeypatch, capsys, 1, 'export_onnx', SEG_CONFIG, directory / 'train.pth',
                        tmp_path / 'seg.onnx', '--shape', 64, 64)
     assert re.fullmatch(r'error: relative error 1\.0\de-03 exceeds 0.0001; nothing written', error)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_a_graph_fixed_to_one_size(tmp_path, monkeypatch, capsys, seg):
+    _, directory = seg
+    import replk_mm.apis.export as export
+    # Our fast training heads left in: their resize matrices are built from Python sizes.
+    monkeypatch.setattr(export, 'use_mmseg_heads', lambda module: 0)
+    error = exits_with(monkeypatch, capsys, 1, 'export_onnx', SEG_CONFIG, directory / 'train.pth',
+                       tmp_path / 'seg.onnx', '--shape', 64, 64, '--dynamic')
+    assert error.startswith("error: asked for a dynamic graph, the exporter fixed the input axes ['H', 'W']")
     assert list(tmp_path.iterdir()) == []
 
 
