@@ -9,6 +9,7 @@ code is 1. Bad input (files, config/checkpoint mismatch, an output that cannot b
 """
 import argparse
 import sys
+from collections import Counter
 
 from mmengine.config import DictAction
 
@@ -52,8 +53,9 @@ def main():
     except ExportCheckError as err:
         print(f'error: {err}', file=sys.stderr)
         sys.exit(1)
+    kernels = Counter(report['conv_kernels'])
     print(f'merged {report["merged"]} large-kernel convs; the graph has {len(report["conv_kernels"])} large-kernel '
-          f'Conv nodes ({", ".join(report["conv_kernels"])}) and only standard ONNX ops')
+          f'Conv nodes ({", ".join(f"{size} x{count}" for size, count in kernels.items())}) and only standard ops')
     worst = max(error for _, error in report['errors'])
     print(f'wrote {args.out}: outputs {", ".join(report["outputs"])}; max relative error {worst:.2e} '
           f'(tolerance {TOLERANCE:g}){", dynamic batch/height/width" if args.dynamic else ""}')

@@ -17,6 +17,7 @@ exporters' translations are refused (TorchScript) or silently fixed to the expor
 an output size does not divide the input's.
 """
 import json
+import logging
 import os.path as osp
 
 import torch
@@ -191,8 +192,16 @@ def export_to_onnx(exported, inputs, path, output_names, dynamic):
         dims = {0: torch.export.Dim('batch', min=1, max=1024), 2: torch.export.Dim('height', min=32, max=16384),
                 3: torch.export.Dim('width', min=32, max=16384)}
         dynamic_shapes = {INPUT_NAME: dims}
-    torch.onnx.export(exported, (inputs, ), path, dynamo=True, input_names=[INPUT_NAME], output_names=output_names,
-                      dynamic_shapes=dynamic_shapes, opset_version=OPSET, external_data=False, verbose=False)
+    # onnx_ir warns once per attribute given as an empty list (typed INTS, correctly): dozens of lines for a 31B.
+    ir_logger = logging.getLogger('onnx_ir')
+    level = ir_logger.level
+    ir_logger.setLevel(logging.ERROR)
+    try:
+        torch.onnx.export(exported, (inputs, ), path, dynamo=True, input_names=[INPUT_NAME],
+                          output_names=output_names, dynamic_shapes=dynamic_shapes, opset_version=OPSET,
+                          external_data=False, verbose=False)
+    finally:
+        ir_logger.setLevel(level)
 
 
 def graph_summary(path):

@@ -81,6 +81,7 @@ def test_export_segmentor_dynamic_matches_pytorch_at_other_sizes(tmp_path, monke
     errors = [float(e) for e in re.findall(r'vs PyTorch at input .*: relative error ([0-9.e+-]+)', printed)]
     assert len(errors) == 2 and max(errors) < 1e-5  # the export size and a second one (batch 2, 104x120)
     assert 'input 2x3x104x120' in printed and 'merged 5 large-kernel convs' in printed
+    assert '5 large-kernel Conv nodes (31x31 x1, 29x29 x1, 27x27 x2, 13x13 x1)' in printed
     graph = graph_summary(str(out))
     assert graph['custom_ops'] == [] and graph['large_kernels'] == SEG_KERNELS
     assert graph['input_shape'][1] == 3 and all(isinstance(graph['input_shape'][i], str) for i in (0, 2, 3))
