@@ -295,7 +295,8 @@ def test_mmseg_inferencer_and_infer_tool_match_tools_test(tmp_path):
 
 @pytest.mark.slow
 def test_det_inferencer_and_infer_tool_match_tools_test(tmp_path):
-    """The tiny Cascade Mask R-CNN: DetInferencer's and tools/infer.py's boxes equal tools/test.py's."""
+    """The tiny Cascade Mask R-CNN: DetInferencer's (training and deploy form) and tools/infer.py's boxes equal
+    tools/test.py's."""
     from mmdet.apis import DetInferencer
 
     root = Path(make_coco(tmp_path / 'coco', num_train=1, num_val=2))
@@ -309,14 +310,16 @@ def test_det_inferencer_and_infer_tool_match_tools_test(tmp_path):
         reference = {Path(r['img_path']).name: r['pred_instances'] for r in pickle.load(f)}
     assert len(reference) == 2 and all(len(r['bboxes']) > 0 for r in reference.values())
 
-    inferencer = DetInferencer(model=str(DET_CONFIG), weights=str(tmp_path / 'det.pth'), device='cpu')
-    for name, expected in reference.items():
-        path = str(root / 'val2017' / name)
-        (sample, ) = inferencer(path, return_datasamples=True, out_dir=str(tmp_path / 'mmdet'))['predictions']
-        assert torch.allclose(sample.pred_instances.bboxes, expected['bboxes'], atol=1e-3)
-        assert torch.equal(sample.pred_instances.labels, expected['labels'])
-        painted = cv2.imread(str(tmp_path / 'mmdet' / 'vis' / name))
-        assert painted.shape == cv2.imread(path).shape
+    check(run_tool(['tools/reparameterize.py', DET_CONFIG, tmp_path / 'det.pth', tmp_path / 'deploy.pth']))
+    for config, checkpoint in ((DET_CONFIG, tmp_path / 'det.pth'), (tmp_path / 'deploy.py', tmp_path / 'deploy.pth')):
+        inferencer = DetInferencer(model=str(config), weights=str(checkpoint), device='cpu')
+        out_dir = tmp_path / f'mmdet_{checkpoint.stem}'
+        for name, expected in reference.items():
+            path = str(root / 'val2017' / name)
+            (sample, ) = inferencer(path, return_datasamples=True, out_dir=str(out_dir))['predictions']
+            assert torch.allclose(sample.pred_instances.bboxes, expected['bboxes'], atol=1e-3)
+            assert torch.equal(sample.pred_instances.labels, expected['labels'])
+            assert cv2.imread(str(out_dir / 'vis' / name)).shape == cv2.imread(path).shape
 
     check(run_tool(['tools/infer.py', DET_CONFIG, tmp_path / 'det.pth', root / 'val2017', '--out-dir',
                     tmp_path / 'infer', '--score-thr', 0]))
