@@ -139,7 +139,7 @@ def exportable_model(cfg, config, checkpoint, part='model'):
         backbone = build_backbone(cfg)
         load_backbone_checkpoint(backbone, checkpoint)
         return Exported(backbone, 'backbone').eval()
-    model, _ = load_checked_model(cfg, config, checkpoint)
+    model = load_checked_model(cfg, config, checkpoint)
     return Exported(model, 'logits' if hasattr(model, 'decode_head') else 'features').eval()
 
 

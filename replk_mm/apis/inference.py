@@ -78,7 +78,7 @@ def check_checkpoint_fits(path, state, model_state, config):
 def load_checked_model(cfg, config, checkpoint):
     """The config's model (one process, eval mode, on the CPU) with the checkpoint's weights, after the fit check.
 
-    Returns ``(model, checkpoint dict)``; ``model.dataset_meta`` is the checkpoint's if it has one.
+    ``model.dataset_meta`` is the checkpoint's if it has one.
     """
     meta_checkpoint, state = read_checkpoint(checkpoint)
     model = build_model(cfg)
@@ -87,7 +87,7 @@ def load_checked_model(cfg, config, checkpoint):
     dataset_meta = (meta_checkpoint.get('meta') or {}).get('dataset_meta')
     if dataset_meta:
         model.dataset_meta = dict(dataset_meta)
-    return model.eval(), meta_checkpoint
+    return model.eval()
 
 
 @contextmanager
@@ -203,19 +203,17 @@ def class_names_and_palette(dataset_meta, num_classes):
     return classes, palette
 
 
-def paint_segmentation(image, labels, classes, palette, opacity=0.5, ignore_index=255):
+def paint_segmentation(image, labels, classes, palette, opacity=0.5):
     """The BGR image with its label map as a colour overlay, and a legend panel on the right.
 
     The legend lists the classes present, largest area first, with their share of the pixels; the
     canvas grows downwards if the list is taller than the image.
     """
     height, width = labels.shape
-    colours = np.array([palette[i][::-1] for i in range(len(palette))], dtype=np.uint8)  # RGB -> BGR
-    valid = labels != ignore_index
-    overlay = image.copy()
-    overlay[valid] = (image[valid] * (1 - opacity) + colours[labels[valid]] * opacity).round().astype(np.uint8)
+    colours = np.array([colour[::-1] for colour in palette], dtype=np.uint8)  # RGB -> BGR
+    overlay = (image * (1 - opacity) + colours[labels] * opacity).round().astype(np.uint8)
 
-    present, counts = np.unique(labels[valid], return_counts=True)
+    present, counts = np.unique(labels, return_counts=True)
     order = np.argsort(-counts, kind='stable')
     font, scale, thickness, row = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1, 18
     entries = [(int(present[i]), f'{classes[present[i]]} {100 * counts[i] / labels.size:.1f}%') for i in order]
@@ -265,7 +263,6 @@ def run_inference(inferencer, images, out_dir, score_thr=0.3, opacity=0.5, progr
     segmentation = hasattr(inferencer.model, 'decode_head')
     if segmentation:
         num_classes = inferencer.model.decode_head.num_classes
-        ignore_index = inferencer.model.decode_head.ignore_index
     else:
         num_classes = len(inferencer.model.dataset_meta.get('classes') or [])
     classes, palette = class_names_and_palette(inferencer.model.dataset_meta, num_classes)
@@ -276,7 +273,7 @@ def run_inference(inferencer, images, out_dir, score_thr=0.3, opacity=0.5, progr
         vis_path = osp.join(vis_dir, f'{name}.png')
         if segmentation:
             labels = sample.pred_sem_seg.data[0].cpu().numpy()
-            write_image_atomic(vis_path, paint_segmentation(image, labels, classes, palette, opacity, ignore_index))
+            write_image_atomic(vis_path, paint_segmentation(image, labels, classes, palette, opacity))
             write_image_atomic(osp.join(pred_dir, f'{name}.png'), label_map_to_png_array(labels))
         else:
             write_image_atomic(vis_path, paint_detections(inferencer, image, sample, score_thr))
