@@ -47,14 +47,16 @@ WGRAD_VARIANTS = [dict(block_t=t, num_warps=w, num_stages=s, waves=v) for t, w, 
 
 
 def load_ops():
-    """``replk_mm.ops``; without mmengine/mmcv, from its folder under a bare ``replk_mm`` package."""
+    """``replk_mm.ops``; without mmengine/mmcv, from its folder under bare ``replk_mm`` / ``replk_mm.apis``
+    packages (``replk_mm.numerics`` and ``replk_mm.apis.timing`` need torch only)."""
     try:
         import mmcv.cnn  # noqa: F401  (what the whole package needs)
         import mmengine  # noqa: F401
     except ImportError:
-        package = types.ModuleType('replk_mm')
-        package.__path__ = [str(ROOT / 'replk_mm')]
-        sys.modules.setdefault('replk_mm', package)
+        for name, folder in (('replk_mm', ROOT / 'replk_mm'), ('replk_mm.apis', ROOT / 'replk_mm' / 'apis')):
+            package = types.ModuleType(name)
+            package.__path__ = [str(folder)]
+            sys.modules.setdefault(name, package)
     return importlib.import_module('replk_mm.ops')
 
 
@@ -152,16 +154,13 @@ def torch_conv(x, w, b=None):
     return F.conv2d(x, w, b, padding=w.shape[-1] // 2, groups=x.shape[1])
 
 
-def rel_err(out, ref):
-    return ((out.double() - ref).norm() / ref.norm()).item()
-
-
 def float64_check_rows(ops, shape):
     """Relative errors of output and every gradient (with bias) against float64; x, w, b, gy drawn in fp32.
 
     Each precision runs twice on fresh inputs of the same shape: the second call reuses the cached
     launch plans and compiled kernels.
     """
+    from replk_mm.numerics import relative_error  # after load_ops(): importable on a bare GPU machine too
     rows, tf32_before = [], torch.backends.cudnn.allow_tf32
     for name, dtype, tf32 in [('fp32', torch.float32, True), ('fp32-tf32x3', torch.float32, False),
                               ('bf16', torch.bfloat16, True), ('fp16', torch.float16, True)]:
@@ -177,8 +176,8 @@ def float64_check_rows(ops, shape):
             y = ops.depthwise_conv2d(xq, wq, bq, impl='triton')
             grads = torch.autograd.grad(y, (xq, wq, bq), gy.to(dtype))
             torch.backends.cudnn.allow_tf32 = tf32_before
-            errs = dict(y=rel_err(y, yd.detach()),
-                        **{k: rel_err(g, r) for k, g, r in zip(('gx', 'gw', 'gb'), grads, grads_ref)})
+            errs = dict(y=relative_error(y, yd.detach()),
+                        **{k: relative_error(g, r) for k, g, r in zip(('gx', 'gw', 'gb'), grads, grads_ref)})
             limit = 1e-4 if not tf32 else (1e-3 if dtype == torch.float32 else 1e-2)
             ok = all(math.isfinite(e) and e < limit for e in errs.values())
             rows.append(dict(shape=shape, dtype=name, seed=seed, ok=ok, limit=limit, **errs))
@@ -341,18 +340,9 @@ def sizes_sweep(ops, dtype_names, count, batch=2):
 
 
 def step_ms(fn, warmup=3, repeats=10):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    """Median ms of ``fn`` on the GPU (replk_mm.apis.timing's timer, the one of every benchmark tool)."""
+    from replk_mm.apis.timing import time_call
+    return statistics.median(time_call(fn, 'cuda', warmup, repeats)) * 1e3
 
 
 def compile_check(ops):

@@ -24,7 +24,8 @@ import torch
 import torch.nn as nn
 
 from replk_mm.apis.builder import build_backbone, load_backbone_checkpoint
-from replk_mm.apis.inference import check_writable_dir, load_checked_model, write_output_atomic
+from replk_mm.apis.inference import check_writable_dir, load_checked_model
+from replk_mm.checkpoint import write_atomic
 from replk_mm.checkpoint.io import same_file
 from replk_mm.checkpoint.reparam import switch_to_deploy
 from replk_mm.numerics import relative_error
@@ -288,7 +289,7 @@ def export_checked(exported, out, shape=(512, 512), dynamic=False, metadata=None
         if worst > tolerance:
             raise ExportCheckError(f'relative error {worst:.2e} exceeds {tolerance:g}; nothing written')
 
-    write_output_atomic(out, write)
+    write_atomic(out, write)
     return report
 
 

@@ -22,7 +22,7 @@ from replk_mm.apis.builder import build_model
 from replk_mm.apis.config import config_scope, load_run_config
 from replk_mm.checkpoint.fit import check_fits_model
 from replk_mm.checkpoint.formats import is_deploy_form, is_training_form, unwrap_state_dict
-from replk_mm.checkpoint.io import _replace_atomically, mmengine_checkpoint_globals, safe_load
+from replk_mm.checkpoint.io import mmengine_checkpoint_globals, safe_load, write_atomic
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 # Errors that mean bad input (a file, a key, an argument): one line and exit code 2, no traceback.
@@ -171,25 +171,12 @@ def check_writable_dir(directory):
         raise ValueError(f'cannot write to {directory}: {err.strerror or err}') from None
 
 
-def write_output_atomic(path, write):
-    """``write(tmp)`` then rename to ``path``: a whole file or none. The file gets the usual permissions
-    (0666 less the umask), not the temporary file's 0600: predictions and models are meant to be shared."""
-    umask = os.umask(0)
-    os.umask(umask)
-
-    def write_readable(tmp):
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask)
-
-    _replace_atomically(path, write_readable)
-
-
 def write_image_atomic(path, image):
     """A BGR image to ``path`` (format from the extension), whole or not at all."""
     ok, encoded = cv2.imencode(osp.splitext(path)[1], image)
     if not ok:
         raise ValueError(f'{path}: OpenCV cannot encode an image in this format')
-    write_output_atomic(path, lambda tmp: Path(tmp).write_bytes(encoded.tobytes()))
+    write_atomic(path, lambda tmp: Path(tmp).write_bytes(encoded.tobytes()))
 
 
 def class_names_and_palette(dataset_meta, num_classes):
@@ -278,6 +265,6 @@ def run_inference(inferencer, images, out_dir, score_thr=0.3, opacity=0.5, progr
         else:
             write_image_atomic(vis_path, paint_detections(inferencer, image, sample, score_thr))
             text = json.dumps(detections_to_dict(inferencer, sample, classes))
-            write_output_atomic(osp.join(pred_dir, f'{name}.json'), lambda tmp: Path(tmp).write_text(text))
+            write_atomic(osp.join(pred_dir, f'{name}.json'), lambda tmp: Path(tmp).write_text(text))
         painted.append(vis_path)
     return painted

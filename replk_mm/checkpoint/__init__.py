@@ -10,7 +10,7 @@ from .formats import (
                       require_replknet,
                       unwrap_state_dict,
 )
-from .io import allow_mmengine_checkpoints, safe_load, same_file, save_atomic, write_text_atomic
+from .io import allow_mmengine_checkpoints, safe_load, same_file, save_atomic, write_atomic, write_text_atomic
 from .pretrained import DEPLOY_HINT, MISSING_PRETRAINED_HINT, load_checkpoint_file, load_pretrained
 from .reparam import comparable_outputs, reparameterize_checkpoint, switch_to_deploy
 
@@ -18,4 +18,4 @@ __all__ = ['allow_mmengine_checkpoints', 'check_fits_model', 'check_same_arch', 
            'describe_arch', 'DEPLOY_HINT', 'extract_backbone_state_dict', 'first_mismatch', 'infer_arch',
            'is_deploy_form', 'is_training_form', 'load_checkpoint_file', 'load_pretrained', 'merge_large_kernels',
            'MISSING_PRETRAINED_HINT', 'reparameterize_checkpoint', 'require_replknet', 'safe_load', 'same_file',
-           'save_atomic', 'switch_to_deploy', 'unwrap_state_dict', 'write_text_atomic']
+           'save_atomic', 'switch_to_deploy', 'unwrap_state_dict', 'write_atomic', 'write_text_atomic']

@@ -12,9 +12,9 @@ called by the tools, never on import. ``getattr`` itself is never allowed (chain
 object): the name ``builtins.getattr`` is mapped to :func:`history_buffer_statistic`, which resolves
 only those methods. Safe loading stays on.
 
-Writing: :func:`save_atomic` and :func:`write_text_atomic` go through a temporary file in the same
-folder, flushed to disk and renamed, so a reader (or a resumed run) sees the old file or the new one,
-never a part.
+Writing: :func:`write_atomic` (and :func:`save_atomic`, :func:`write_text_atomic` on it) goes through a
+temporary file in the same folder, flushed to disk and renamed, so a reader (or a resumed run) sees the
+old file or the new one, never a part; the file gets the usual permissions (0666 less the umask).
 """
 import os
 import os.path as osp
@@ -80,16 +80,20 @@ def safe_load(path, map_location='cpu'):
                            f'{type(err).__name__}: {err}') from err
 
 
-def _replace_atomically(path, write):
-    """Call ``write(tmp_path)``, fsync the file, rename it to ``path``; remove it on any failure."""
+def write_atomic(path, write):
+    """Call ``write(tmp_path)``, fsync the file, give it the usual permissions (mkstemp's are 0600) and
+    rename it to ``path``; remove it on any failure."""
     directory = osp.dirname(osp.abspath(path))
     os.makedirs(directory, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=directory)
     os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         write(tmp)
         with open(tmp, 'rb+') as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if osp.exists(tmp):
@@ -99,7 +103,7 @@ def _replace_atomically(path, write):
 
 def save_atomic(obj, path):
     """``torch.save(obj)`` to ``path`` atomically (see the module docstring)."""
-    _replace_atomically(path, lambda tmp: torch.save(obj, tmp))
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def write_text_atomic(path, text):
@@ -109,7 +113,7 @@ def write_text_atomic(path, text):
         with open(tmp, 'w') as f:
             f.write(text)
 
-    _replace_atomically(path, write)
+    write_atomic(path, write)
 
 
 def same_file(a, b):

@@ -1,5 +1,6 @@
 """mmengine checkpoints load with torch's weights_only=True; code-running pickles are refused; writes are atomic."""
 import builtins
+import os
 import subprocess
 import sys
 import textwrap
@@ -157,3 +158,6 @@ def test_atomic_writes_leave_the_old_file_when_writing_fails(tmp_path):
     write_text_atomic(tmp_path / 'last', 'b')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['ckpt.pth', 'last']  # no temporary files left
     assert (tmp_path / 'last').read_text() == 'b'
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~umask  # not the temporary file's 0600
