@@ -106,7 +106,7 @@ def coco_box_ap(coco_root, results):
     """COCO box AP@[.5:.95] of mmdet's dumped predictions, evaluated independently of mmdet."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
-    gt = COCO(str(coco_root / 'annotations' / 'instances_val2017.json'))
+    gt = COCO(str(Path(coco_root) / 'annotations' / 'instances_val2017.json'))
     category_ids = sorted(gt.getCatIds())
     detections = []
     for result in results:

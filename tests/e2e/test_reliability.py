@@ -11,6 +11,7 @@ import cv2
 import pytest
 import torch
 
+from replk_mm.checkpoint import safe_load
 from replk_mm.data import make_ade20k
 
 from .helpers import PROJECT_ROOT, check, printed_metric, run_tool
@@ -77,13 +78,13 @@ def test_sigkill_while_writing_a_checkpoint_then_resume_matches_uninterrupted(ad
     # Killed halfway through writing iter_6: the half file is not what resume will read.
     assert (work_dir / 'iter_6.pth.tmp').is_file() and not (work_dir / 'iter_6.pth').exists()
     assert (work_dir / 'last_checkpoint').read_text().strip().endswith('iter_4.pth')
-    assert torch.load(work_dir / 'iter_4.pth', map_location='cpu')['meta']['iter'] == 4
+    assert safe_load(work_dir / 'iter_4.pth')['meta']['iter'] == 4
 
     output = check(run_tool(['tools/train.py', CONFIG, '--work-dir', work_dir, '--resume',
                              *options(ade_root, 6, keep=1)]))
     assert 'resumed epoch: 0, iter: 4' in output
-    resumed = torch.load(work_dir / 'iter_6.pth', map_location='cpu')
-    reference = torch.load(uninterrupted / 'iter_6.pth', map_location='cpu')
+    resumed = safe_load(work_dir / 'iter_6.pth')
+    reference = safe_load(uninterrupted / 'iter_6.pth')
     # Same optimizer state, LR schedule and weights as the run that was never interrupted.
     assert resumed['param_schedulers'] == reference['param_schedulers']
     assert resumed['optimizer']['param_groups'][0]['lr'] == reference['optimizer']['param_groups'][0]['lr']
@@ -102,7 +103,7 @@ def test_non_finite_loss_stops_with_the_iteration_and_keeps_the_last_good_checkp
     assert re.search(r'the loss became nan at iteration 3; .*Last good checkpoint: \S*iter_2\.pth', result.stderr)
     assert not (work_dir / 'iter_4.pth').exists()
     assert (work_dir / 'last_checkpoint').read_text().strip().endswith('iter_2.pth')
-    assert torch.isfinite(torch.load(work_dir / 'iter_2.pth')['state_dict']['decode_head.conv_seg.weight']).all()
+    assert torch.isfinite(safe_load(work_dir / 'iter_2.pth')['state_dict']['decode_head.conv_seg.weight']).all()
 
 
 @pytest.mark.parametrize('override, message', [
@@ -191,7 +192,7 @@ class Payload:
 def test_code_running_checkpoints_are_refused_by_every_tool(ade_root, uninterrupted, tmp_path):
     marker = tmp_path / 'pwned'
     evil = tmp_path / 'evil.pth'
-    checkpoint = torch.load(uninterrupted / 'iter_6.pth', map_location='cpu')
+    checkpoint = safe_load(uninterrupted / 'iter_6.pth')
     checkpoint['meta']['payload'] = Payload(str(marker))
     torch.save(checkpoint, evil)
     base = options(ade_root, 8)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import cv2
 import pytest
-import torch
 
+from replk_mm.checkpoint import safe_load
 from replk_mm.data import make_ade20k, make_cityscapes
 
 from .helpers import PROJECT_ROOT, check, mean_iou_percent, printed_metric, run_tool
@@ -39,7 +39,7 @@ def test_train_writes_checkpoints_and_validates(trained):
     assert (work_dir / 'iter_4.pth').is_file()
     assert Path((work_dir / 'last_checkpoint').read_text().strip()).name == 'iter_4.pth'
     assert 'Iter(train) [4/4]' in output and 'mIoU' in output
-    checkpoint = torch.load(work_dir / 'iter_4.pth', map_location='cpu')
+    checkpoint = safe_load(work_dir / 'iter_4.pth')
     assert checkpoint['meta']['iter'] == 4
     assert any(k.startswith('backbone.stages.0.blocks.0.large_kernel.lkb_origin') for k in checkpoint['state_dict'])
 
@@ -51,7 +51,7 @@ def test_test_tool_prints_miou_and_per_class_iou(trained, ade_root, tmp_path):
                              '--cfg-options', f'test_dataloader.dataset.data_root={ade_root}']))
     # The printed mIoU equals one computed here from the written predictions and the annotation files. ADE's
     # files use 0 for "unlabelled" and 1..150 for classes, in the predictions too (mmseg adds the 1 back).
-    gt_dir = ade_root / 'annotations' / 'validation'
+    gt_dir = Path(ade_root) / 'annotations' / 'validation'
     pairs = [(pred, gt_dir / pred.name) for pred in sorted((tmp_path / 'pred').glob('*.png'))]
     assert len(pairs) == 4
     assert printed_metric(output, 'mIoU') == pytest.approx(mean_iou_percent(pairs, 151, ignore_index=0), abs=0.011)
@@ -62,10 +62,12 @@ def test_test_tool_out_show_dir_and_tta(trained, ade_root, tmp_path):
     work_dir, _ = trained
     output = check(run_tool(['tools/test.py', ADE_CONFIG, work_dir / 'iter_4.pth', '--work-dir', tmp_path / 'work',
                              '--out', tmp_path / 'pred', '--show-dir', tmp_path / 'show', '--tta',
-                             '--cfg-options', f'test_dataloader.dataset.data_root={ade_root}']))
+                             # mmseg's visualisation hook reads runner.iter, which builds the training
+                             # loop and its dataset: that one needs the data too
+                             *data_options(ade_root, 4)[:4]]))
     predictions = sorted((tmp_path / 'pred').glob('*.png'))
     assert [p.stem for p in predictions] == [f'ADE_val_{i:08d}' for i in range(1, 5)]
-    pairs = [(pred, ade_root / 'annotations' / 'validation' / pred.name) for pred in predictions]
+    pairs = [(pred, Path(ade_root) / 'annotations' / 'validation' / pred.name) for pred in predictions]
     assert printed_metric(output, 'mIoU') == pytest.approx(mean_iou_percent(pairs, 151, ignore_index=0), abs=0.011)
     label = cv2.imread(str(predictions[0]), cv2.IMREAD_UNCHANGED)
     assert label.shape == (128, 128) and label.max() < 150
@@ -78,7 +80,7 @@ def test_resume_continues_at_the_next_iteration(trained, ade_root):
                              *data_options(ade_root, 6)]))
     assert 'resumed epoch: 0, iter: 4' in output
     assert 'Iter(train) [5/6]' in output and 'Iter(train) [1/6]' not in output
-    assert torch.load(work_dir / 'iter_6.pth', map_location='cpu')['meta']['iter'] == 6
+    assert safe_load(work_dir / 'iter_6.pth')['meta']['iter'] == 6
 
 
 def test_mmseg_own_train_tool_runs_a_replk_mm_config(ade_root, tmp_path):
@@ -95,7 +97,7 @@ def test_cityscapes_format_trains_and_tests(tmp_path):
     check(run_tool(['tools/train.py', CITYSCAPES_CONFIG, '--work-dir', work_dir, *data_options(root, 2)]))
     output = check(run_tool(['tools/test.py', CITYSCAPES_CONFIG, work_dir / 'iter_2.pth', '--work-dir', work_dir,
                              '--out', tmp_path / 'pred', '--cfg-options', f'test_dataloader.dataset.data_root={root}']))
-    gt_files = sorted((root / 'gtFine' / 'val').rglob('*_gtFine_labelTrainIds.png'))
+    gt_files = sorted((Path(root) / 'gtFine' / 'val').rglob('*_gtFine_labelTrainIds.png'))
     pairs = [(tmp_path / 'pred' / f'{gt.name.replace("_gtFine_labelTrainIds", "_leftImg8bit")}', gt) for gt in gt_files]
     assert len(pairs) == 2 and all(pred.is_file() for pred, _ in pairs)
     assert printed_metric(output, 'mIoU') == pytest.approx(mean_iou_percent(pairs, 19, ignore_index=255), abs=0.011)

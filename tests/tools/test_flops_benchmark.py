@@ -160,7 +160,8 @@ def test_benchmark_writes_both_forms(tmp_path, monkeypatch, capsys):
                                                      + sorted(form['inference_times_ms'])[1] / 2)
     printed = capsys.readouterr().out
     assert 'median of 2 after 1 warm-up' in printed
-    assert [line.split()[1] for line in printed.splitlines()[2:]] == ['training', 'deploy']
+    rows = [line.split() for line in printed.splitlines() if line.startswith(SEG_CONFIG.stem)]
+    assert [row[1] for row in rows] == ['training', 'deploy']
     run_main(monkeypatch, 'benchmark', SEG_CONFIG, '--shape', 64, 64, '--batch-size', 2, '--device', 'cpu',
              '--warmup', 0, '--repeats', 1, '--deploy', '--amp', '--out', out)
     (saved, ) = json.loads(out.read_text())
