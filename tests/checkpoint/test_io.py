@@ -1,9 +1,11 @@
 """mmengine checkpoints load with torch's weights_only=True; code-running pickles are refused; writes are atomic."""
 import builtins
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +37,7 @@ def toy_dataset(n=8):
     return [dict(inputs=x[i], targets=x[i].sum()) for i in range(n)]
 
 
-def make_runner(work_dir, max_iters, resume=False):
+def make_runner(work_dir, max_iters, resume=False, custom_hooks=None):
     return Runner(
         model=ToyModel(), work_dir=str(work_dir),
         train_dataloader=dict(dataset=toy_dataset(), sampler=dict(type='DefaultSampler', shuffle=True),
@@ -44,7 +46,7 @@ def make_runner(work_dir, max_iters, resume=False):
         param_scheduler=dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4),
         train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=1000),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False)),
-        resume=resume, experiment_name=f'toy_{max_iters}_{resume}')
+        custom_hooks=custom_hooks, resume=resume, experiment_name=f'toy_{max_iters}_{resume}')
 
 
 @pytest.fixture(scope='module')
@@ -78,6 +80,28 @@ def test_safe_load_reads_runner_checkpoint_without_global_allow_list(runner_chec
     """)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == 'refused: UnpicklingError'
+
+
+@pytest.mark.parametrize('with_hook', [False, True])
+def test_loading_hook_lets_a_runner_without_replk_mm_tools_resume(runner_checkpoint, tmp_path, with_hook):
+    """What mmseg's and mmdet's own tools get from our configs' MMEngineCheckpointLoadingHook, in a fresh process."""
+    work_dir = tmp_path / 'work'
+    shutil.copytree(runner_checkpoint, work_dir)
+    hooks = [dict(type='MMEngineCheckpointLoadingHook')] if with_hook else None
+    result = subprocess.run([sys.executable, '-c', textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import replk_mm  # what custom_imports does
+        from test_io import make_runner
+        runner = make_runner({str(work_dir)!r}, max_iters=4, resume=True, custom_hooks={hooks!r})
+        runner.train()
+        print('trained to iteration', runner.iter)
+    """)], capture_output=True, text=True, timeout=300)
+    if with_hook:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().endswith('trained to iteration 4')
+    else:
+        assert result.returncode != 0 and 'HistoryBuffer' in result.stderr
 
 
 def test_runner_checkpoint_loads_with_weights_only(runner_checkpoint):
