@@ -50,7 +50,7 @@ def _input(N, C, H, W, dtype, layout):
     return x.to(memory_format=torch.channels_last) if layout == 'channels_last' else x
 
 
-def _assert_close_to_float64(name, got, want, tol):
+def assert_close_to_float64(name, got, want, tol):
     """Relative error of the whole tensor below ``tol``, and every element within ``tol`` of its scale."""
     err = relative_error(got, want)
     assert err < tol, f'{name}: relative error {err:.2e} >= {tol:g}'
@@ -68,7 +68,7 @@ def _shift_sum_reference(x, weight, bias=None):
     return out if bias is None else out + bias.double().reshape(1, -1, 1, 1)
 
 
-def _check_against_float64(x, weight, bias, tol, grad_out=None, input_grad=True):
+def check_against_float64(x, weight, bias, tol, grad_out=None, input_grad=True):
     """Forward and every gradient of the op (impl='triton') against F.conv2d in float64 on the same values."""
     x = x.detach().requires_grad_(input_grad)
     weight = weight.detach().requires_grad_()
@@ -93,7 +93,7 @@ def _check_against_float64(x, weight, bias, tol, grad_out=None, input_grad=True)
         assert bias.grad.dtype == bias.dtype
         pairs.append(('grad_bias', bias.grad, ref_inputs[2].grad))
     for name, got, want in pairs:
-        _assert_close_to_float64(name, got, want, tol)
+        assert_close_to_float64(name, got, want, tol)
 
 
 def _needs_interpreter():
@@ -114,7 +114,7 @@ def test_interpreted_kernels_match_float64(case):
     assert triton_dwconv.size_class(H, W)[0] == path
     assert triton_dwconv.supports(x, K, weight.device)
     # The weight stays float32 (as under autocast); the kernels cast it to the input dtype.
-    _check_against_float64(x, weight, b, TOL[dtype])
+    check_against_float64(x, weight, b, TOL[dtype])
 
 
 # 24 map sizes at one K (every size class: plane, whole-width rows and halo tiles, aligned or not), then
@@ -134,7 +134,7 @@ def test_interpreted_new_sizes_compile_nothing_new():
     K, before = 5, set(triton_dwconv.variants)
     for i, (H, W) in enumerate(SIZES):
         N = 1 + i % 2
-        _check_against_float64(torch.randn(N, 2, H, W), torch.randn(2, 1, K, K), torch.randn(2), 1e-4)
+        check_against_float64(torch.randn(N, 2, H, W), torch.randn(2, 1, K, K), torch.randn(2), 1e-4)
     first = triton_dwconv.variants - before
     classes = {triton_dwconv.size_class(H, W) for H, W in SIZES}
     assert len(SIZES) == 24 and len(classes) == 10
@@ -144,7 +144,7 @@ def test_interpreted_new_sizes_compile_nothing_new():
     assert len(first) <= 2 * len(classes) + 4, sorted(first)
     for H, W in MORE_SIZES:
         assert triton_dwconv.size_class(H, W) in classes
-        _check_against_float64(torch.randn(2, 2, H, W), torch.randn(2, 1, K, K), torch.randn(2), 1e-4)
+        check_against_float64(torch.randn(2, 2, H, W), torch.randn(2, 1, K, K), torch.randn(2), 1e-4)
     assert triton_dwconv.variants - before == first
 
 
@@ -183,12 +183,12 @@ def test_interpreted_row_blocks_span_images():
     x, w, b = torch.randn(N, C, H, W), torch.randn(C, 1, K, K), torch.randn(C)
     cfg = triton_dwconv.conv_config(N, H, W, K, 4, kernel='rows', block_m=16)
     assert cfg['kernel'] == 'rows' and N * H > 2 * cfg['BLOCK_M'] and cfg['BLOCK_M'] % H != 0
-    _assert_close_to_float64('rows', triton_dwconv.launch_conv(x, w, b, config=cfg), _shift_sum_reference(x, w, b),
+    assert_close_to_float64('rows', triton_dwconv.launch_conv(x, w, b, config=cfg), _shift_sum_reference(x, w, b),
                              1e-4)
     # halo tiles, several of them
     cfg = triton_dwconv.conv_config(N, H, W, K, 4, kernel='rows', block_m=16, block_wo=16)
     assert cfg['COL_OFF'] > 0 and W > cfg['BLOCK_WO']
-    _assert_close_to_float64('rows-halo', triton_dwconv.launch_conv(x, w, None, config=cfg),
+    assert_close_to_float64('rows-halo', triton_dwconv.launch_conv(x, w, None, config=cfg),
                              _shift_sum_reference(x, w), 1e-4)
 
 
@@ -201,7 +201,7 @@ def test_interpreted_plane_image_groups():
     x, w = torch.randn(N, C, H, W), torch.randn(C, 1, K, K)
     cfg = triton_dwconv.conv_config(N, H, W, K, 4, block_n=16)
     assert cfg['kernel'] == 'plane' and N > 2 * cfg['BLOCK_N'] and H * W > cfg['BLOCK_R']
-    _assert_close_to_float64('plane', triton_dwconv.launch_conv(x, w, config=cfg), _shift_sum_reference(x, w), 1e-4)
+    assert_close_to_float64('plane', triton_dwconv.launch_conv(x, w, config=cfg), _shift_sum_reference(x, w), 1e-4)
 
 
 def test_interpreted_weight_grad_split_over_programs():
@@ -216,7 +216,7 @@ def test_interpreted_weight_grad_split_over_programs():
     assert programs >= 3 and (H * W) % cfg['T_PER_PROG'] != 0
     got = triton_dwconv.launch_weight_grad(x, gy, K, config=cfg)
     want = torch.nn.grad.conv2d_weight(x.double(), (C, 1, K, K), gy.double(), padding=K // 2, groups=C)
-    _assert_close_to_float64('grad_weight', got, want, 1e-4)
+    assert_close_to_float64('grad_weight', got, want, 1e-4)
 
 
 def test_interpreted_wide_tile_non_contiguous_grads():
@@ -230,14 +230,14 @@ def test_interpreted_wide_tile_non_contiguous_grads():
     weight = torch.randn(C, 1, K, K + 4)[..., 2:-2]
     grad_out = torch.randn(N, C, H, 2 * W)[..., ::2]
     assert not weight.is_contiguous() and not grad_out.is_contiguous()
-    _check_against_float64(torch.randn(N, C, H, W), weight, torch.randn(C), 1e-4, grad_out=grad_out)
+    check_against_float64(torch.randn(N, C, H, W), weight, torch.randn(C), 1e-4, grad_out=grad_out)
 
 
 def test_interpreted_input_without_grad():
     """Only the weight (and bias) need gradients: no input gradient is computed or returned."""
     _needs_interpreter()
     torch.manual_seed(8)
-    _check_against_float64(torch.randn(2, 3, 11, 12).bfloat16(), torch.randn(3, 1, 9, 9), torch.randn(3), 1e-2,
+    check_against_float64(torch.randn(2, 3, 11, 12).bfloat16(), torch.randn(3, 1, 9, 9), torch.randn(3), 1e-2,
                            input_grad=False)
 
 
@@ -251,7 +251,7 @@ def test_interpreted_module_with_low_precision_input():
     out.float().square().sum().backward()
     assert out.dtype == torch.bfloat16 and x.grad.dtype == torch.bfloat16
     assert conv.weight.grad.dtype == torch.float32 and conv.bias.grad.dtype == torch.float32
-    _assert_close_to_float64('output', out, _shift_sum_reference(x.detach(), conv.weight, conv.bias), 1e-2)
+    assert_close_to_float64('output', out, _shift_sum_reference(x.detach(), conv.weight, conv.bias), 1e-2)
 
 
 def test_interpreted_dispatch(monkeypatch):
@@ -264,9 +264,9 @@ def test_interpreted_dispatch(monkeypatch):
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
     x, weight = torch.randn(1, 2, 6, 6), torch.randn(2, 1, 3, 3)
     want = _shift_sum_reference(x, weight)
-    _assert_close_to_float64('triton', depthwise_conv2d(x, weight, impl='triton'), want, 1e-5)
+    assert_close_to_float64('triton', depthwise_conv2d(x, weight, impl='triton'), want, 1e-5)
     assert len(calls) == 1
-    _assert_close_to_float64('auto', depthwise_conv2d(x, weight), want, 1e-5)
+    assert_close_to_float64('auto', depthwise_conv2d(x, weight), want, 1e-5)
     assert len(calls) == 1
 
 
@@ -293,9 +293,9 @@ def test_op_passes_opcheck():
     b = torch.randn(3, requires_grad=True)
     for args in [(x, w, b), (x, w, None), (x.detach(), w, b), (x.detach().bfloat16().requires_grad_(), w, None),
                  (x.detach().to(memory_format=torch.channels_last), w.detach(), None)]:
-        torch.library.opcheck(op, args)
-    torch.library.opcheck(torch.ops.replk_mm.depthwise_conv2d_weight_grad.default,
-                          (x.detach(), torch.randn(2, 3, 9, 11), 5))
+        assert set(torch.library.opcheck(op, args).values()) == {'SUCCESS'}, args
+    weight_grad = torch.ops.replk_mm.depthwise_conv2d_weight_grad.default
+    assert set(torch.library.opcheck(weight_grad, (x.detach(), torch.randn(2, 3, 9, 11), 5)).values()) == {'SUCCESS'}
 
 
 def test_op_values_and_dtypes_on_cpu():
@@ -305,14 +305,14 @@ def test_op_values_and_dtypes_on_cpu():
     w, b = torch.randn(3, 1, 7, 7, requires_grad=True), torch.randn(3, requires_grad=True)
     out = torch.ops.replk_mm.depthwise_conv2d(x, w, b)
     assert out.is_contiguous() and out.dtype == torch.float32
-    _assert_close_to_float64('output', out, _shift_sum_reference(x.detach(), w, b), 1e-5)
+    assert_close_to_float64('output', out, _shift_sum_reference(x.detach(), w, b), 1e-5)
     grad_out = torch.randn(out.shape)
     out.backward(grad_out)
     xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, b))
     _shift_sum_reference(xd, wd, bd).backward(grad_out.double())
     for name, got, want in [('grad_input', x.grad, xd.grad), ('grad_weight', w.grad, wd.grad),
                             ('grad_bias', b.grad, bd.grad)]:
-        _assert_close_to_float64(name, got, want, 1e-5)
+        assert_close_to_float64(name, got, want, 1e-5)
     low = torch.ops.replk_mm.depthwise_conv2d(x.detach().bfloat16(), w.detach(), b.detach())
     assert low.dtype == torch.bfloat16
 
@@ -355,9 +355,9 @@ def test_every_impl_matches_shift_sum(impl, bias):
     x, weight = torch.randn(2, 6, 11, 9), torch.randn(6, 1, 5, 5)
     b = torch.randn(6) if bias else None
     want = _shift_sum_reference(x, weight, b)
-    _assert_close_to_float64(impl, depthwise_conv2d(x, weight, b, impl=impl), want, 1e-5)
+    assert_close_to_float64(impl, depthwise_conv2d(x, weight, b, impl=impl), want, 1e-5)
     x_cl = x.to(memory_format=torch.channels_last)
-    _assert_close_to_float64(f'{impl} channels_last', depthwise_conv2d(x_cl, weight, b, impl=impl), want, 1e-5)
+    assert_close_to_float64(f'{impl} channels_last', depthwise_conv2d(x_cl, weight, b, impl=impl), want, 1e-5)
 
 
 def test_auto_falls_back_to_torch_on_cpu(monkeypatch):
@@ -365,7 +365,7 @@ def test_auto_falls_back_to_torch_on_cpu(monkeypatch):
     x, weight = torch.randn(1, 3, 8, 8), torch.randn(3, 1, 3, 3)
     if not INTERPRET:
         assert dispatch.resolve_impl('auto', x) == 'torch'
-    _assert_close_to_float64('auto', depthwise_conv2d(x, weight), _shift_sum_reference(x, weight), 1e-5)
+    assert_close_to_float64('auto', depthwise_conv2d(x, weight), _shift_sum_reference(x, weight), 1e-5)
 
 
 def test_env_var_forces_impl(monkeypatch):

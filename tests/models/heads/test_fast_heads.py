@@ -132,7 +132,7 @@ def _loss_and_grads(head, features, samples):
     return losses, grads, [feature.grad for feature in features]
 
 
-def _assert_same_training_step(stock, fast, features, samples):
+def assert_same_training_step(stock, fast, features, samples):
     stock_losses, stock_grads, stock_input_grads = _loss_and_grads(stock, features, samples)
     fast_losses, fast_grads, fast_input_grads = _loss_and_grads(fast, features, samples)
     assert fast_losses.keys() == stock_losses.keys()
@@ -174,7 +174,7 @@ def test_fast_uper_head_matches_uper_head(align_corners, class_weight, avg_non_i
     for feature_sizes, label_size in [([(32, 32), (16, 16), (8, 8), (4, 4)], (128, 128)),
                                       ([(17, 15), (9, 8), (5, 4), (3, 2)], (67, 61))]:
         features, samples = _batch(feature_sizes, channels, label_size, seed=2, ignore_index=ignore_index)
-        _assert_same_training_step(stock, fast, features, samples)
+        assert_same_training_step(stock, fast, features, samples)
         stock.zero_grad()
         fast.zero_grad()
 
@@ -190,7 +190,7 @@ def test_fast_fcn_head_matches_fcn_head(align_corners, class_weight, avg_non_ign
     stock, fast = _head_pair(FCNHead, FastFCNHead, head_cfg)
     features, samples = _batch([(32, 32), (16, 16), (8, 8), (4, 4)], channels, (128, 128), seed=3,
                                ignore_index=ignore_index)
-    _assert_same_training_step(stock, fast, features, samples)
+    assert_same_training_step(stock, fast, features, samples)
 
 
 class HostSyncCounter(TorchDispatchMode):
