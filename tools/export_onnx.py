@@ -13,6 +13,7 @@ from collections import Counter
 
 from mmengine.config import DictAction
 
+from replk_mm.apis import load_run_config
 from replk_mm.apis.export import (
     PARTS,
     TOLERANCE,
@@ -22,7 +23,7 @@ from replk_mm.apis.export import (
     exportable_model,
     onnx_metadata,
 )
-from replk_mm.apis.inference import exit_on_input_error, read_config
+from replk_mm.apis.inference import exit_on_input_error
 
 
 def parse_args():
@@ -44,7 +45,7 @@ def main():
     args = parse_args()
     with exit_on_input_error():
         check_output_path(args.out, (args.config, args.checkpoint))
-        cfg = read_config(args.config, args.cfg_options)
+        cfg = load_run_config(args.config, args.cfg_options)
         exported = exportable_model(cfg, args.config, args.checkpoint, args.part)
     print(f'exporting {exported.KINDS[exported.kind]} of {args.config} with {args.checkpoint}')
     try:

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from replk_mm.apis import build_backbone, load_config
+from replk_mm.apis.inference import read_image
 
 THRESHOLDS = (0.2, 0.3, 0.5, 0.99)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
@@ -50,16 +51,6 @@ def to_input(image, size, mean, std, swap_channels, device='cpu'):
     img = (img - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     tensor = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].to(device)
     return tensor.contiguous(memory_format=torch.channels_last).requires_grad_()
-
-
-def read_image(item):
-    """A path -> its BGR pixels; an array (a generated image) passes through."""
-    if isinstance(item, np.ndarray):
-        return item
-    image = cv2.imread(str(item), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f'could not read image {item}')
-    return image
 
 
 def folder_images(folder, count):
@@ -117,7 +108,8 @@ def compute_erf(backbone, images, size=1024, normalization=(IMAGENET_MEAN, IMAGE
     total = torch.zeros(size, size, dtype=torch.float64, device=device)
     used = 0
     for item in tqdm(images, desc=desc, unit='img'):
-        x = to_input(read_image(item), size, *normalization, device=device)
+        image = item if isinstance(item, np.ndarray) else read_image(item)  # a generated image, or a file
+        x = to_input(image, size, *normalization, device=device)
         contribution = input_contribution(backbone, x, stage, grad_mode)
         if torch.isfinite(contribution).all():  # the paper skips images whose gradient overflowed
             total += contribution

@@ -21,15 +21,13 @@ import torch
 from replk_mm.apis.builder import build_model
 from replk_mm.apis.config import config_scope, load_run_config
 from replk_mm.checkpoint.fit import check_fits_model
-from replk_mm.checkpoint.formats import is_deploy_form, is_training_form, unwrap_state_dict
-from replk_mm.checkpoint.io import mmengine_checkpoint_globals, safe_load, write_atomic
+from replk_mm.checkpoint.formats import unwrap_state_dict
+from replk_mm.checkpoint.io import mmengine_checkpoints_readable, safe_load, write_atomic
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 # Errors that mean bad input (a file, a key, an argument): one line and exit code 2, no traceback.
 INPUT_ERRORS = (FileNotFoundError, NotADirectoryError, PermissionError, KeyError, TypeError, ValueError,
                 RuntimeError)
-DEPLOY_FORM = 'deploy form (large kernels merged into lkb_reparam)'
-TRAINING_FORM = 'training form (large kernels as lkb_origin + small_conv branches)'
 
 
 @contextmanager
@@ -43,11 +41,6 @@ def exit_on_input_error(errors=INPUT_ERRORS, code=2):
         raise SystemExit(code) from None
 
 
-def read_config(config, cfg_options=None):
-    """The config file with ``--cfg-options`` applied (checked keys); the file named if it is missing."""
-    return load_run_config(config, cfg_options)
-
-
 def read_checkpoint(path):
     """``(checkpoint, state_dict)`` of a file, loaded with ``weights_only=True``; errors name the file."""
     checkpoint = safe_load(path)
@@ -58,23 +51,6 @@ def read_checkpoint(path):
     return checkpoint if isinstance(checkpoint, dict) else {}, state
 
 
-def check_checkpoint_fits(path, state, model_state, config):
-    """Raise ValueError unless ``state`` (read from ``path``) has the keys and shapes of ``config``'s model.
-
-    A RepLKNet form mismatch gets its own message: what the file holds, what the config builds, and how
-    to get the pair right.
-    """
-    if is_training_form(state) and is_deploy_form(model_state):
-        raise ValueError(f'{path} is in {TRAINING_FORM}, but {config} builds the backbone in deploy form '
-                         '(small_kernel_merged=True): give the training config, or merge the checkpoint first '
-                         'with tools/reparameterize.py')
-    if is_deploy_form(state) and is_training_form(model_state):
-        raise ValueError(f'{path} is in {DEPLOY_FORM}, but {config} builds the backbone in training form: give '
-                         'the config tools/reparameterize.py wrote beside it, or add --cfg-options '
-                         'model.backbone.small_kernel_merged=True')
-    check_fits_model(path, state, model_state, config)
-
-
 def load_checked_model(cfg, config, checkpoint):
     """The config's model (one process, eval mode, on the CPU) with the checkpoint's weights, after the fit check.
 
@@ -82,19 +58,12 @@ def load_checked_model(cfg, config, checkpoint):
     """
     meta_checkpoint, state = read_checkpoint(checkpoint)
     model = build_model(cfg)
-    check_checkpoint_fits(checkpoint, state, model.state_dict(), config)
+    check_fits_model(checkpoint, state, model.state_dict(), config)
     model.load_state_dict(state, strict=True)
     dataset_meta = (meta_checkpoint.get('meta') or {}).get('dataset_meta')
     if dataset_meta:
         model.dataset_meta = dict(dataset_meta)
     return model.eval()
-
-
-@contextmanager
-def mmengine_checkpoints_readable():
-    """Let ``torch.load(weights_only=True)`` read mmengine's checkpoints inside the block only."""
-    with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
-        yield
 
 
 def init_inferencer(config, checkpoint, cfg_options=None, device=None):
@@ -103,7 +72,7 @@ def init_inferencer(config, checkpoint, cfg_options=None, device=None):
     The file is read with ``weights_only=True`` and its keys and shapes compared with the built model,
     before anything is predicted; a mismatch raises ValueError naming the file and what was expected.
     """
-    cfg = read_config(config, cfg_options)
+    cfg = load_run_config(config, cfg_options)
     scope = config_scope(cfg)
     _, state = read_checkpoint(checkpoint)
     if scope == 'mmseg':
@@ -112,7 +81,7 @@ def init_inferencer(config, checkpoint, cfg_options=None, device=None):
         from mmdet.apis import DetInferencer as Inferencer
     with mmengine_checkpoints_readable():
         inferencer = Inferencer(model=cfg, weights=checkpoint, device=device)
-    check_checkpoint_fits(checkpoint, state, inferencer.model.state_dict(), config)
+    check_fits_model(checkpoint, state, inferencer.model.state_dict(), config)
     inferencer.show_progress = False  # callers iterate over images themselves
     return inferencer
 
@@ -155,7 +124,7 @@ def list_images(inputs):
 
 def read_image(path):
     """A BGR image array; ValueError naming the file if it cannot be decoded."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f'{path}: cannot read this file as an image (unsupported format or damaged)')
     return image

@@ -5,7 +5,7 @@ loader refuse instead, naming the first key that differs.
 """
 import re
 
-from .formats import describe_arch, infer_arch, require_replknet
+from .formats import describe_arch, infer_arch, is_deploy_form, is_training_form, require_replknet
 
 STAGE_NORM_KEY = re.compile(r'^stages\.\d+\.norm\.')
 
@@ -27,7 +27,19 @@ def first_mismatch(state, model_state, skip=None):
 
 
 def check_fits_model(path, state, model_state, what):
-    """Raise ValueError unless ``state`` (read from ``path``) has exactly the keys and shapes of ``what``."""
+    """Raise ValueError unless ``state`` (read from ``path``) has exactly the keys and shapes of ``what``.
+
+    A RepLKNet form mismatch (large kernels merged in one, not in the other) gets its own message: what
+    the file holds, what the config builds, and how to get the pair right.
+    """
+    if is_training_form(state) and is_deploy_form(model_state):
+        raise ValueError(f'{path} is in training form (large kernels as lkb_origin + small_conv branches), but '
+                         f'{what} builds the backbone in deploy form (small_kernel_merged=True): give the training '
+                         'config, or merge the checkpoint first with tools/reparameterize.py')
+    if is_deploy_form(state) and is_training_form(model_state):
+        raise ValueError(f'{path} is in deploy form (large kernels merged into lkb_reparam), but {what} builds the '
+                         "backbone in training form: give the config tools/reparameterize.py wrote beside it, or "
+                         'add --cfg-options model.backbone.small_kernel_merged=True')
     mismatch = first_mismatch(state, model_state)
     if mismatch:
         key, theirs, ours = mismatch

@@ -68,10 +68,15 @@ def allow_mmengine_checkpoints():
     torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
 
 
+def mmengine_checkpoints_readable():
+    """A context in which ``torch.load(weights_only=True)`` reads mmengine checkpoints (for that block only)."""
+    return torch.serialization.safe_globals(mmengine_checkpoint_globals())
+
+
 def safe_load(path, map_location='cpu'):
     """``torch.load`` with ``weights_only=True``; a refused or unreadable file names itself."""
     try:
-        with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
+        with mmengine_checkpoints_readable():
             return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f'checkpoint file not found: {path}') from None
