@@ -3,12 +3,22 @@
 Inference: the network forward (``mode='tensor'``: backbone, neck, heads; no post-processing) in eval mode
 under no_grad. Training step: forward with loss, backward and the config's optimizer step, on synthetic inputs
 and labels fed straight to the model (no dataloader). Each is warmed up, then timed once per repeat, and the
-median is reported (``replk_mm.apis.time_call``). ``--amp`` runs both under autocast, bf16 by default
-(``--amp-dtype float16`` adds dynamic loss scaling to the training step). Inputs are NCHW; cudnn.benchmark
-is on. Each config is measured in training form and then, where its backbone can be re-parameterised
-(RepLKNet), with its large kernels merged (``--deploy``: merged only). Configs of any MM library
-(``mmseg::swin/...``) work; the first config is the reference for the printed ratios. ``--phases`` splits the
-training step into backbone (+neck) forward, heads forward with loss, backward and optimizer step.
+median (and mean, which shows stalls) is reported (``replk_mm.apis.time_call``). ``--amp`` runs both under
+autocast, bf16 by default (float16 adds dynamic loss scaling to the training step; give both to measure
+both). Inputs are NCHW; cudnn.benchmark follows the config's ``env_cfg`` as mmengine's Runner does.
+
+Where a backbone can be re-parameterised (RepLKNet), its deploy form (large kernels merged) is measured too,
+for inference only, call by call in turn with the training form so that neither gains from going second.
+Configs of any MM library (``mmseg::swin/...``) work; the first config is the reference for the printed
+ratios. ``CONFIG@key=value@key=value`` overrides settings of one config (``--cfg-options``: of all).
+
+``--sizes multi-scale`` measures as users run: a new size per call, drawn as the pipelines make them
+(detection: shorter side 480-800 for training and 800 for testing, longer side at most 1333, any aspect,
+each image's own size in a batch padded to 32; segmentation: whole-image testing at shorter side 512,
+training at the fixed crop). ``--phases`` splits the training step into backbone(+neck) forward, heads
+forward with loss, heads backward, backbone(+neck) backward and optimizer step. ``--fixed-proposals``
+(two-stage detectors) replaces the RPN's proposals by the same boxes for every model, so that the RoI heads
+of different backbones do the same work. ``--compile-backbone MODE`` runs the backbone through torch.compile.
 
     python tools/benchmark.py configs/upernet_replknet31b_ade20k.py \\
         mmseg::swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py --amp --phases
@@ -17,9 +27,11 @@ import argparse
 import contextlib
 import copy
 import json
+import math
 import os
 import os.path as osp
 import platform
+import random
 import statistics
 import time
 
@@ -33,6 +45,7 @@ from replk_mm.apis import (
     config_scope,
     load_run_config,
     peak_memory_mib,
+    random_boxes,
     reset_peak_memory,
     synthetic_data_samples,
     time_call,
@@ -41,29 +54,43 @@ from replk_mm.checkpoint import switch_to_deploy
 
 BENCHMARK_SHAPES = {'mmseg': (512, 512), 'mmdet': (800, 1280)}  # (H, W): the training crop; a 1333x800-class image
 AMP_DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16}
-PHASES = ('backbone_forward', 'heads_forward_loss', 'backward', 'optimizer')
+PHASES = ('backbone_forward', 'heads_forward_loss', 'heads_backward', 'backbone_backward', 'optimizer')
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune-no-cudagraphs')
+# Proposals per image with --fixed-proposals: the RPN's max_per_img in mmdet's Cascade/Mask R-CNN configs.
+FIXED_PROPOSALS = {'train': 2000, 'test': 1000}
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('configs', nargs='+', metavar='config',
-                        help='config files (or package::path of an installed MM package); the first is the reference')
+                        help='config files (or package::path of an installed MM package), each optionally followed '
+                             'by @key=value overrides; the first is the reference')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
-                        help='input height and width (default: 512 512 segmentation, 800 1280 detection)')
+                        help='input height and width with --sizes fixed (default: 512 512 segmentation, '
+                             '800 1280 detection)')
+    parser.add_argument('--sizes', choices=['fixed', 'multi-scale'], default='fixed',
+                        help='fixed: every call at --shape; multi-scale: a new size per call, as the pipelines '
+                             'make them (default: fixed)')
     parser.add_argument('--batch-size', type=int, default=2,
                         help="images per step (default: 2, the configs' images per GPU; UperNet's training needs "
                              'at least 2: its 1x1 pooled branch has a BN)')
     parser.add_argument('--device', choices=['cuda', 'cpu'], help='default: cuda if available')
     parser.add_argument('--amp', action='store_true', help='autocast for inference and training')
-    parser.add_argument('--amp-dtype', choices=sorted(AMP_DTYPES), default='bfloat16',
-                        help='autocast dtype with --amp (default: bfloat16; float16 adds dynamic loss scaling)')
+    parser.add_argument('--amp-dtype', choices=sorted(AMP_DTYPES), nargs='+', default=['bfloat16'],
+                        help='autocast dtype(s) with --amp, each measured in turn (default: bfloat16; float16 adds '
+                             'dynamic loss scaling)')
     parser.add_argument('--deploy', action='store_true', help='measure the deploy (merged) form only')
     parser.add_argument('--phases', action='store_true',
-                        help='also time the phases of a training step (backbone fwd, heads fwd+loss, backward, '
-                             'optimizer)')
+                        help='also time the phases of a training step (backbone fwd, heads fwd+loss, heads bwd, '
+                             'backbone bwd, optimizer)')
+    parser.add_argument('--fixed-proposals', action='store_true',
+                        help='two-stage detectors: the same proposals for every model instead of the RPN\'s')
+    parser.add_argument('--compile-backbone', choices=COMPILE_MODES, metavar='MODE',
+                        help=f'torch.compile the backbone in this mode ({", ".join(COMPILE_MODES)})')
+    parser.add_argument('--no-training', action='store_true', help='measure inference only')
     parser.add_argument('--warmup', type=int, default=5, help='untimed calls before timing (default: 5)')
     parser.add_argument('--repeats', type=int, default=20, help='timed calls; the median is reported (default: 20)')
-    parser.add_argument('--out', help='write the results (a list, one entry per config) as JSON to this file')
+    parser.add_argument('--out', help='write the results (a list, one entry per config and dtype) as JSON to this file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of every config, key=value')
     args = parser.parse_args()
@@ -74,7 +101,24 @@ def parse_args():
         parser.error('--warmup must not be negative')
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device is available')
+    if args.shape and args.sizes != 'fixed':
+        parser.error('--shape goes with --sizes fixed only')
+    try:
+        args.runs = [split_config_overrides(config) for config in args.configs]
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
+
+
+def split_config_overrides(spec):
+    """``path@key=value@key=value`` -> (path, {key: value}), values parsed as ``--cfg-options`` parses them."""
+    path, *pairs = spec.split('@')
+    overrides = argparse.Namespace()
+    for pair in pairs:
+        if '=' not in pair:
+            raise ValueError(f'config {spec}: override {pair!r} is not key=value')
+    DictAction(option_strings=[], dest='overrides')(None, overrides, pairs)
+    return path, getattr(overrides, 'overrides', {})
 
 
 class PhaseClock:
@@ -111,50 +155,191 @@ def make_optim_wrapper(model, cfg):
     return build_optim_wrapper(model, optim_cfg)
 
 
-def measure(model, cfg, scope, args, device, shape):
-    """{inference and training-step medians, all times, peak memory[, phase medians]} of ``model`` as it is."""
-    batch = args.batch_size
-    amp_dtype = AMP_DTYPES[args.amp_dtype]
-    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if args.amp else contextlib.nullcontext
-    generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn(batch, 3, *shape, generator=generator).to(device)
-    samples = None if scope == 'mmseg' else [s.to(device) for s in synthetic_data_samples(model, scope, batch, shape)]
+def crop_size(cfg, scope):
+    """The segmentation config's training crop (its data preprocessor pads every batch to it)."""
+    size = cfg.model.get('data_preprocessor', {}).get('size') or BENCHMARK_SHAPES[scope]
+    return tuple(size)
 
-    def infer():
+
+def draw_image_sizes(scope, mode, count, rng):
+    """``count`` (H, W) image sizes as the pipelines make them (see the module's docstring)."""
+    sizes = []
+    for _ in range(count):
+        aspect = rng.uniform(0.6, 1.8)  # W / H: portrait to wide
+        if scope == 'mmdet':
+            short = rng.choice(range(480, 801, 32)) if mode == 'train' else 800
+            long_limit = 1333
+        else:
+            short, long_limit = 512, 2048
+        scale = min(short / min(1.0, aspect), long_limit / max(1.0, aspect))
+        sizes.append((max(32, round(scale)), max(32, round(scale * aspect))))
+    return sizes
+
+
+def pad_to(size, divisor):
+    return tuple(-(-side // divisor) * divisor for side in size)
+
+
+def make_batch(model, scope, image_sizes, device, with_labels, seed):
+    """Inputs (padded to the largest image, as the data preprocessors do) and data samples of these images."""
+    batch_shape = tuple(max(side) for side in zip(*image_sizes))
+    if scope == 'mmdet':
+        batch_shape = pad_to(batch_shape, 32)
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(len(image_sizes), 3, *batch_shape, generator=generator).to(device)
+    samples = []
+    for index, size in enumerate(image_sizes):
+        (sample, ) = synthetic_data_samples(model, scope, 1, size, with_labels=with_labels, seed=seed + index)
+        sample.set_metainfo(dict(batch_input_shape=batch_shape, pad_shape=batch_shape))
+        if with_labels and scope == 'mmdet':
+            sample.gt_instances.masks = sample.gt_instances.masks.pad(batch_shape)
+        elif with_labels:
+            labels = sample.gt_sem_seg.data
+            padded = labels.new_full((1, *batch_shape), 255)  # mmseg pads labels with its ignore index
+            padded[:, :size[0], :size[1]] = labels
+            sample.gt_sem_seg.data = padded
+        samples.append(sample.to(device))
+    return inputs, samples
+
+
+def make_batches(model, scope, args, cfg, mode, device):
+    """One batch per call: ``warmup + repeats`` of them with --sizes multi-scale, else one."""
+    if args.sizes == 'fixed' or (scope == 'mmseg' and mode == 'train'):
+        shape = tuple(args.shape or (crop_size(cfg, scope) if scope == 'mmseg' else BENCHMARK_SHAPES[scope]))
+        batches = [[shape] * args.batch_size]
+    else:
+        rng = random.Random(0 if mode == 'train' else 1)
+        batches = [draw_image_sizes(scope, mode, args.batch_size, rng) for _ in range(args.warmup + args.repeats)]
+    return [make_batch(model, scope, sizes, device, mode == 'train', seed=index * 100)
+            for index, sizes in enumerate(batches)]
+
+
+def fixed_proposals(sample, count, seed, device):
+    """``count`` boxes in the sample's image: a quarter jittered around its ground truth (if any), the rest
+    anywhere, with random scores."""
+    from mmengine.structures import InstanceData
+    generator = torch.Generator().manual_seed(seed)
+    height, width = sample.metainfo['img_shape']
+    gt = sample.gt_instances.bboxes.cpu() if 'gt_instances' in sample else torch.zeros(0, 4)
+    near = count // 4 if len(gt) else 0
+    boxes = random_boxes(count - near, (height, width), generator, min_side=0.02, max_side=0.5)
+    if near:
+        picks = gt[torch.randint(len(gt), (near, ), generator=generator)]
+        sides = (picks[:, 2:] - picks[:, :2]).repeat(1, 2)
+        jittered = picks + (torch.rand(picks.shape, generator=generator) - 0.5) * 0.3 * sides
+        boxes = torch.cat([boxes, jittered.clamp(min=0).minimum(torch.tensor([width, height] * 2) - 1.0)])
+    return InstanceData(bboxes=boxes.to(device), scores=torch.rand(count, generator=generator).to(device),
+                        labels=torch.zeros(count, dtype=torch.long, device=device))
+
+
+class FixedProposals:
+    """The same proposals for every model: the RPN still runs (and its loss is counted), but the RoI heads get
+    boxes fixed per batch, so that their work does not depend on a randomly initialised backbone's RPN."""
+
+    def __init__(self, batches, mode, device):
+        count = FIXED_PROPOSALS[mode]
+        self.by_batch = {id(samples): [fixed_proposals(s, count, i, device) for i, s in enumerate(samples)]
+                         for _, samples in batches}
+        self.current = None
+
+    def select(self, samples):
+        self.current = self.by_batch[id(samples)]
+
+    def proposals(self):
+        return [p.clone() for p in self.current]  # the RoI heads rename fields in place
+
+    @contextlib.contextmanager
+    def patched(self, model):
+        rpn = model.rpn_head
+
+        def loss_and_predict(x, batch_data_samples, proposal_cfg=None):
+            return rpn.loss(x, batch_data_samples), self.proposals()
+
+        def predict(x, batch_data_samples, rescale=False):
+            rpn(x)
+            return self.proposals()
+
+        rpn.loss_and_predict, rpn.predict = loss_and_predict, predict
+        try:
+            yield
+        finally:
+            del rpn.loss_and_predict, rpn.predict
+
+
+def autocast_for(device, amp_dtype):
+    if amp_dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=AMP_DTYPES[amp_dtype])
+
+
+def summary(times, batch_size, prefix):
+    median, mean = statistics.median(times), statistics.fmean(times)
+    return {f'{prefix}_ms': median * 1e3, f'{prefix}_mean_ms': mean * 1e3, f'{prefix}_max_ms': max(times) * 1e3,
+            f'{prefix}_images_per_s': batch_size / median, f'{prefix}_times_ms': [t * 1e3 for t in times]}
+
+
+def measure_inference(models, batches, args, device, autocast, select_proposals):
+    """Per form: the forward timed call by call, the forms in turn (A B A B ...), each on the same batches."""
+
+    def infer(model, index):
+        inputs, samples = batches[index % len(batches)]
+        select_proposals(samples)
         with torch.no_grad(), autocast():
             model._forward(inputs, samples)
 
-    model.eval()
-    reset_peak_memory(device)
-    infer_times = time_call(infer, device, args.warmup, args.repeats)
-    infer_memory = peak_memory_mib(device)
+    results = {}
+    for form, model in models.items():
+        model.eval()
+        reset_peak_memory(device)
+        infer(model, 0)
+        results[form] = dict(inference_peak_memory_mib=peak_memory_mib(device))
+    times = {form: [] for form in models}
+    for index in range(args.warmup + args.repeats):
+        for form, model in models.items():
+            elapsed = time_call(lambda: infer(model, index), device, 0, 1)
+            if index >= args.warmup:
+                times[form] += elapsed
+    for form in models:
+        results[form].update(summary(times[form], args.batch_size, 'inference'))
+    return results
 
-    labelled = [s.to(device) for s in synthetic_data_samples(model, scope, batch, shape, with_labels=True)]
+
+def measure_training(model, cfg, batches, args, device, autocast, amp_dtype, select_proposals):
+    """{training-step times, peak memory[, phase medians]} of ``model``, one batch per call."""
     optim_wrapper = make_optim_wrapper(model, cfg)
-    scaler = torch.amp.GradScaler(device.type) if args.amp and amp_dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == 'float16' else None
     clock = PhaseClock(device)
     phase_times = []
+    calls = [0]
 
     def train_step(timed_phases=False):
-        if timed_phases:
+        inputs, samples = batches[calls[0] % len(batches)]
+        torch.manual_seed(calls[0])  # the samplers draw the same RoIs for every model
+        calls[0] += 1
+        select_proposals(samples)
+        if not timed_phases:
+            with autocast():
+                loss, _ = model.parse_losses(model(inputs, samples, mode='loss'))
+            (scaler.scale(loss) if scaler else loss).backward()
+        else:
             clock.mark()
             with autocast():
                 features = model.extract_feat(inputs)
             clock.mark()
-            model.extract_feat = lambda _: features  # the heads' forward reuses the features timed above
+            # The heads start from leaf copies of the features, so that their backward and the backbone's are
+            # timed apart; the gradients are those of one graph.
+            head_inputs = tuple(f.detach().requires_grad_() for f in features)
+            model.extract_feat = lambda _: head_inputs
             try:
                 with autocast():
-                    losses = model(inputs, labelled, mode='loss')
+                    loss, _ = model.parse_losses(model(inputs, samples, mode='loss'))
             finally:
                 del model.extract_feat
-        else:
-            with autocast():
-                losses = model(inputs, labelled, mode='loss')
-        loss, _ = model.parse_losses(losses)
-        if timed_phases:
             clock.mark()
-        (scaler.scale(loss) if scaler else loss).backward()
-        if timed_phases:
+            (scaler.scale(loss) if scaler else loss).backward()
+            clock.mark()
+            pairs = [(f, h.grad) for f, h in zip(features, head_inputs) if h.grad is not None]
+            torch.autograd.backward([f for f, _ in pairs], [g for _, g in pairs])
             clock.mark()
         if scaler:
             scaler.step(optim_wrapper.optimizer)
@@ -168,14 +353,9 @@ def measure(model, cfg, scope, args, device, shape):
 
     model.train()
     reset_peak_memory(device)
-    train_times = time_call(train_step, device, args.warmup, args.repeats)
-    train_memory = peak_memory_mib(device)
-    infer_s, train_s = statistics.median(infer_times), statistics.median(train_times)
-    result = dict(inference_images_per_s=batch / infer_s, inference_ms=infer_s * 1e3,
-                  train_step_ms=train_s * 1e3, train_images_per_s=batch / train_s,
-                  inference_times_ms=[t * 1e3 for t in infer_times],
-                  train_step_times_ms=[t * 1e3 for t in train_times],
-                  inference_peak_memory_mib=infer_memory, train_peak_memory_mib=train_memory)
+    result = summary(time_call(train_step, device, args.warmup, args.repeats), args.batch_size, 'train_step')
+    result['train_peak_memory_mib'] = peak_memory_mib(device)
+    result['train_images_per_s'] = result.pop('train_step_images_per_s')
     if args.phases:
         time_call(lambda: train_step(timed_phases=True), device, 1, args.repeats)
         phase_times = phase_times[1:]  # the warm-up call
@@ -184,49 +364,94 @@ def measure(model, cfg, scope, args, device, shape):
     return result
 
 
-def run(cfg, args):
+def compile_backbone(model, mode):
+    if mode:
+        model.backbone = torch.compile(model.backbone, mode=mode)
+
+
+def run(config, overrides, amp_dtype, args):
+    cfg = load_run_config(config, {**(args.cfg_options or {}), **overrides})
     scope = config_scope(cfg)
-    shape = tuple(args.shape or BENCHMARK_SHAPES[scope])
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    if device.type == 'cuda':
-        torch.backends.cudnn.benchmark = True
+    cudnn_benchmark = device.type == 'cuda' and bool(cfg.get('env_cfg', {}).get('cudnn_benchmark', False))
+    torch.backends.cudnn.benchmark = cudnn_benchmark
     model = build_model(cfg).to(device)
-    forms = {}
+    models = {}
     if not args.deploy:
-        forms['training'] = measure(model, cfg, scope, args, device, shape)
+        models['training'] = model
     if hasattr(model.backbone, 'switch_to_deploy'):
-        switch_to_deploy(model)
-        forms['deploy'] = measure(model, cfg, scope, args, device, shape)
+        models['deploy'] = copy.deepcopy(model) if models else model
+        switch_to_deploy(models['deploy'])
     elif args.deploy:
         raise SystemExit(f'error: {cfg.filename}: --deploy: model.backbone is {type(model.backbone).__name__}, '
                          'which has no deploy form (only RepLKNet backbones can be re-parameterised)')
+    for form_model in models.values():
+        compile_backbone(form_model, args.compile_backbone)
+    fixed = args.fixed_proposals and hasattr(model, 'rpn_head') and hasattr(model, 'roi_head')
+    autocast = autocast_for(device, amp_dtype)
+    forms = {}
+    for mode in ('test', 'train'):
+        if mode == 'train' and (args.no_training or 'training' not in models):
+            continue
+        batches = make_batches(model, scope, args, cfg, mode, device)
+        with contextlib.ExitStack() as stack:
+            if fixed:
+                proposals = FixedProposals(batches, mode, device)
+                for form_model in models.values():
+                    stack.enter_context(proposals.patched(form_model))
+                select_proposals = proposals.select
+            else:
+                select_proposals = lambda samples: None  # noqa: E731
+            if mode == 'test':
+                for form, result in measure_inference(models, batches, args, device, autocast,
+                                                      select_proposals).items():
+                    forms.setdefault(form, {}).update(result)
+            else:
+                forms['training'].update(measure_training(model, cfg, batches, args, device, autocast, amp_dtype,
+                                                          select_proposals))
     backbone_cfg = cfg.model.backbone
     return dict(
-        config=cfg.filename, backbone=backbone_cfg.type, device=device.type,
+        config=cfg.filename, overrides=overrides, label=label(config, overrides), backbone=backbone_cfg.type,
+        device=device.type,
         device_name=torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu',
-        torch=torch.__version__, threads=torch.get_num_threads(), cudnn_benchmark=device.type == 'cuda',
-        dtype=f'{args.amp_dtype} autocast' if args.amp else 'float32', memory_format='NCHW',
-        batch_size=args.batch_size, shape=list(shape), warmup=args.warmup, repeats=args.repeats,
+        torch=torch.__version__, threads=torch.get_num_threads(), cudnn_benchmark=cudnn_benchmark,
+        dtype=f'{amp_dtype} autocast' if amp_dtype else 'float32', memory_format='NCHW',
+        batch_size=args.batch_size, sizes=args.sizes,
+        shape=None if args.sizes != 'fixed' else list(args.shape or BENCHMARK_SHAPES[scope]),
+        fixed_proposals=fixed, compile_backbone=args.compile_backbone, warmup=args.warmup, repeats=args.repeats,
         dwconv_impl=(os.environ.get('REPLK_DWCONV_IMPL') or backbone_cfg.get('dwconv_impl', 'auto')
                      if backbone_cfg.type in ('RepLKNet', 'replk_mm.RepLKNet') else None),
         forms=forms)
 
 
+def label(config, overrides):
+    name = osp.splitext(osp.basename(config.split('::')[-1]))[0]
+    return '@'.join([name] + [f'{key}={value}' for key, value in overrides.items()])
+
+
+def ratio(value, reference):
+    return value / reference if reference and not math.isnan(reference) else float('nan')
+
+
 def print_table(results, args):
     first = results[0]
-    print(f'batch {first["batch_size"]}, {first["device_name"]}, {first["dtype"]}, median of {args.repeats} after '
-          f'{args.warmup} warm-up; ratios against the first config\'s training form')
-    reference = first['forms'].get('training') or first['forms']['deploy']
-    print(f'{"config":<48} {"form":<9} {"HxW":>9} {"infer img/s":>12} {"x ref":>6} {"train ms":>9} {"x ref":>6}'
+    print(f'batch {first["batch_size"]}, sizes {first["sizes"]}, {first["device_name"]}, median of {args.repeats} '
+          f'after {args.warmup} warm-up; ratios against the first config\'s training form in the same dtype')
+    print(f'{"config":<56} {"dtype":<9} {"form":<9} {"infer img/s":>12} {"x ref":>6} {"train ms":>9} {"x ref":>6}'
           f' {"train MiB":>10}')
+    references = {}
     for result in results:
-        name = osp.splitext(osp.basename(result['config']))[0][:48]
+        forms = result['forms']
+        references.setdefault(result['dtype'], forms.get('training') or forms['deploy'])
+    for result in results:
+        reference = references[result['dtype']]
         for form, r in result['forms'].items():
-            print(f'{name:<48} {form:<9} {"x".join(map(str, result["shape"])):>9} '
+            train_ms = r.get('train_step_ms', float('nan'))
+            print(f'{result["label"][:56]:<56} {result["dtype"].split()[0]:<9} {form:<9} '
                   f'{r["inference_images_per_s"]:>12.2f} '
-                  f'{r["inference_images_per_s"] / reference["inference_images_per_s"]:>6.2f} '
-                  f'{r["train_step_ms"]:>9.1f} {r["train_step_ms"] / reference["train_step_ms"]:>6.2f} '
-                  f'{r["train_peak_memory_mib"] or 0:>10.0f}')
+                  f'{ratio(r["inference_images_per_s"], reference["inference_images_per_s"]):>6.2f} '
+                  f'{train_ms:>9.1f} {ratio(train_ms, reference.get("train_step_ms")):>6.2f} '
+                  f'{r.get("train_peak_memory_mib") or 0:>10.0f}')
             if 'phases_ms' in r:
                 print('    phases (ms): ' + ', '.join(f'{k} {v:.1f}' for k, v in r['phases_ms'].items()))
 
@@ -234,7 +459,8 @@ def print_table(results, args):
 def main():
     args = parse_args()
     MMLogger.get_instance('benchmark', log_level='WARNING')  # quiet the optimizer's per-parameter INFO lines
-    results = [run(load_run_config(config, args.cfg_options), args) for config in args.configs]
+    amp_dtypes = args.amp_dtype if args.amp else [None]
+    results = [run(config, overrides, amp_dtype, args) for amp_dtype in amp_dtypes for config, overrides in args.runs]
     print_table(results, args)
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)

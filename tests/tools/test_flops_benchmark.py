@@ -1,6 +1,9 @@
 """tools/get_flops.py (replk_mm.analysis.flops) and tools/benchmark.py on the tiny configs at tiny shapes."""
 import argparse
+import contextlib
 import json
+import random
+import statistics
 import time
 
 import pytest
@@ -125,9 +128,13 @@ def test_time_call_warms_up_then_times_each_repeat():
 
 
 def benchmark_args(**kwargs):
-    defaults = dict(shape=[64, 64], batch_size=2, device='cpu', amp=False, amp_dtype='bfloat16', deploy=False,
-                    phases=False, warmup=1, repeats=2)
+    defaults = dict(shape=[64, 64], sizes='fixed', batch_size=2, device='cpu', amp=False, deploy=False, phases=False,
+                    warmup=1, repeats=2)
     return argparse.Namespace(**dict(defaults, **kwargs))
+
+
+def batches_for(benchmark, model, cfg, args, mode):
+    return benchmark.make_batches(model, cfg.default_scope, args, cfg, mode, torch.device('cpu'))
 
 
 @pytest.mark.parametrize('config', [SEG_CONFIG, DET_CONFIG])
@@ -135,15 +142,118 @@ def test_training_step_updates_weights_and_statistics(config):
     benchmark = load_tool('benchmark')
     cfg = Config.fromfile(config)
     model = build_model(cfg)
-    scope = cfg.default_scope
     weight = model.backbone.stages[0].blocks[0].pw1.conv.weight.detach().clone()
     running_mean = model.backbone.stem[0].bn.running_mean.clone()
-    result = benchmark.measure(model, cfg, scope, benchmark_args(batch_size=1 if scope == 'mmdet' else 2),
-                               torch.device('cpu'), (64, 64))
+    args = benchmark_args(batch_size=1 if cfg.default_scope == 'mmdet' else 2)
+    result = benchmark.measure_training(model, cfg, batches_for(benchmark, model, cfg, args, 'train'), args,
+                                        torch.device('cpu'), contextlib.nullcontext, None, lambda samples: None)
     assert not torch.equal(model.backbone.stages[0].blocks[0].pw1.conv.weight, weight)  # optimizer stepped
     assert not torch.equal(model.backbone.stem[0].bn.running_mean, running_mean)  # forward in train mode
-    assert len(result['inference_times_ms']) == len(result['train_step_times_ms']) == 2
-    assert result['train_step_ms'] > 0 and result['inference_peak_memory_mib'] is None
+    assert len(result['train_step_times_ms']) == 2 and result['train_step_ms'] > 0
+
+
+def test_timed_phases_give_the_gradients_of_one_step(monkeypatch):
+    """The phases split the graph at the features; the gradients must be those of the plain step."""
+    benchmark = load_tool('benchmark')
+    cfg = Config.fromfile(SEG_CONFIG)
+    cfg.model.backbone.drop_path_rate = 0.0  # the same forward in every step
+    cfg.model.decode_head.dropout_ratio = cfg.model.auxiliary_head.dropout_ratio = 0.0
+    model = build_model(cfg)
+    grads = []
+
+    class RecordingOptimWrapper:
+        """Records the gradients instead of stepping, so that every step sees the same weights."""
+
+        def step(self):
+            grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+
+        def zero_grad(self):
+            model.zero_grad()
+
+    monkeypatch.setattr(benchmark, 'make_optim_wrapper', lambda *_: RecordingOptimWrapper())
+    args = benchmark_args(phases=True, warmup=0, repeats=1)
+    benchmark.measure_training(model, cfg, batches_for(benchmark, model, cfg, args, 'train'), args,
+                               torch.device('cpu'), contextlib.nullcontext, None, lambda samples: None)
+    (plain, _, phased) = grads  # the plain step, then the phases' warm-up and timed steps
+    assert len(plain) == len(phased) == len(list(model.parameters()))
+    for a, b in zip(plain, phased):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_multi_scale_sizes_follow_the_pipelines():
+    benchmark = load_tool('benchmark')
+    rng = random.Random(0)
+    train = benchmark.draw_image_sizes('mmdet', 'train', 200, rng)
+    test = benchmark.draw_image_sizes('mmdet', 'test', 200, rng)
+    for (h, w) in train + test:
+        assert max(h, w) <= 1333 and min(h, w) <= 800
+    assert {min(h, w) for h, w in train if max(h, w) < 1333} <= set(range(480, 801, 32))
+    assert all(min(h, w) == 800 for h, w in test if max(h, w) < 1333)
+    assert len(set(train)) > 100 and any(h > w for h, w in test) and any(w > h for h, w in test)
+    seg = benchmark.draw_image_sizes('mmseg', 'test', 50, rng)
+    assert all(min(h, w) == 512 and max(h, w) <= 2048 for h, w in seg)
+
+
+def test_multi_scale_batches_pad_to_32_and_keep_each_image_size():
+    benchmark = load_tool('benchmark')
+    cfg = Config.fromfile(DET_CONFIG)
+    model = build_model(cfg)
+    args = benchmark_args(shape=None, sizes='multi-scale', warmup=1, repeats=2)
+    batches = batches_for(benchmark, model, cfg, args, 'train')
+    assert len(batches) == 3
+    for inputs, samples in batches:
+        assert inputs.shape[2] % 32 == 0 and inputs.shape[3] % 32 == 0
+        for sample in samples:
+            h, w = sample.img_shape
+            assert sample.batch_input_shape == tuple(inputs.shape[2:]) and h <= inputs.shape[2] and w <= inputs.shape[3]
+            boxes = sample.gt_instances.bboxes
+            assert (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+            assert sample.gt_instances.masks.masks.shape[1:] == tuple(inputs.shape[2:])
+
+
+def test_fixed_proposals_reach_the_roi_heads_of_every_model():
+    benchmark = load_tool('benchmark')
+    cfg = Config.fromfile(DET_CONFIG)
+    seen = []
+    for seed in (0, 1):  # two different random models
+        torch.manual_seed(seed)
+        model = build_model(cfg)
+        args = benchmark_args(shape=[96, 128], batch_size=2)
+        batches = batches_for(benchmark, model, cfg, args, 'train')
+        proposals = benchmark.FixedProposals(batches, 'train', torch.device('cpu'))
+        roi_loss = model.roi_head.loss
+        with proposals.patched(model), pytest.MonkeyPatch.context() as patch:
+            patch.setattr(model.roi_head, 'loss', lambda x, results, samples: (
+                seen.append([r.bboxes.clone() for r in results]), roi_loss(x, results, samples))[1])
+            proposals.select(batches[0][1])
+            model.train()
+            losses = model(*batches[0], mode='loss')
+        assert 'loss_rpn_cls' in losses and 'loss_rpn_bbox' in losses  # the RPN still learns
+        assert not hasattr(model.rpn_head, 'predict') or 'predict' not in vars(model.rpn_head)
+    first, second = seen
+    assert [len(b) for b in first] == [benchmark.FIXED_PROPOSALS['train']] * 2
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    (_, samples), = batches
+    gt = samples[0].gt_instances.bboxes
+    assert (box_iou(first[0], gt).max(dim=1).values > 0.5).sum() > 100  # positives for the RoI sampler
+
+
+def box_iou(a, b):
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = lambda boxes: (boxes[:, 2:] - boxes[:, :2]).prod(-1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+def test_config_overrides_apply_to_their_config_only():
+    benchmark = load_tool('benchmark')
+    assert benchmark.split_config_overrides('a.py@model.backbone.with_cp=False@train_cfg.max_iters=3') == (
+        'a.py', {'model.backbone.with_cp': False, 'train_cfg.max_iters': 3})
+    assert benchmark.split_config_overrides('mmseg::swin/x.py') == ('mmseg::swin/x.py', {})
+    with pytest.raises(ValueError, match="override 'with_cp' is not key=value"):
+        benchmark.split_config_overrides('a.py@with_cp')
 
 
 def test_benchmark_writes_both_forms(tmp_path, monkeypatch, capsys):
@@ -153,15 +263,17 @@ def test_benchmark_writes_both_forms(tmp_path, monkeypatch, capsys):
     (saved, ) = json.loads(out.read_text())
     assert list(saved['forms']) == ['training', 'deploy']
     assert (saved['device'], saved['batch_size'], saved['shape'], saved['dtype']) == ('cpu', 2, [64, 64], 'float32')
-    for form in saved['forms'].values():
+    training, deploy = saved['forms']['training'], saved['forms']['deploy']
+    assert training['train_images_per_s'] == pytest.approx(2e3 / training['train_step_ms'])
+    assert 'train_step_ms' not in deploy  # the merged form is for inference
+    for form in (training, deploy):
         assert form['inference_images_per_s'] == pytest.approx(2e3 / form['inference_ms'])
-        assert form['train_images_per_s'] == pytest.approx(2e3 / form['train_step_ms'])
-        assert form['inference_ms'] == pytest.approx(sorted(form['inference_times_ms'])[0] / 2
-                                                     + sorted(form['inference_times_ms'])[1] / 2)
+        assert form['inference_ms'] == pytest.approx(statistics.median(form['inference_times_ms']))
+        assert form['inference_mean_ms'] == pytest.approx(statistics.fmean(form['inference_times_ms']))
     printed = capsys.readouterr().out
     assert 'median of 2 after 1 warm-up' in printed
     rows = [line.split() for line in printed.splitlines() if line.startswith(SEG_CONFIG.stem)]
-    assert [row[1] for row in rows] == ['training', 'deploy']
+    assert [row[2] for row in rows] == ['training', 'deploy']
     run_main(monkeypatch, 'benchmark', SEG_CONFIG, '--shape', 64, 64, '--batch-size', 2, '--device', 'cpu',
              '--warmup', 0, '--repeats', 1, '--deploy', '--amp', '--out', out)
     (saved, ) = json.loads(out.read_text())
@@ -176,18 +288,21 @@ def test_benchmark_compares_configs_of_other_backbones_with_phases(tmp_path, mon
                     "             decode_head=dict(in_channels=[64, 128, 256, 512]),\n"
                     "             auxiliary_head=dict(in_channels=256))\n")
     out = tmp_path / 'bench.json'
-    run_main(monkeypatch, 'benchmark', SEG_CONFIG, peer, '--shape', 64, 64, '--device', 'cpu', '--warmup', 1,
-             '--repeats', 3, '--phases', '--out', out)
+    run_main(monkeypatch, 'benchmark', SEG_CONFIG, f'{peer}@model.decode_head.channels=16', '--shape', 64, 64,
+             '--device', 'cpu', '--warmup', 1, '--repeats', 3, '--phases', '--out', out)
     ours, theirs = json.loads(out.read_text())
     assert (ours['backbone'], list(ours['forms'])) == ('RepLKNet', ['training', 'deploy'])
     assert (theirs['backbone'], list(theirs['forms']), theirs['dwconv_impl']) == ('ResNetV1c', ['training'], None)
+    assert theirs['overrides'] == {'model.decode_head.channels': 16}
+    assert theirs['label'] == 'upernet_r18_tiny@model.decode_head.channels=16'
     for result in (ours, theirs):
         phases = result['forms']['training']['phases_ms']
-        assert list(phases) == ['backbone_forward', 'heads_forward_loss', 'backward', 'optimizer']
+        assert list(phases) == ['backbone_forward', 'heads_forward_loss', 'heads_backward', 'backbone_backward',
+                                'optimizer']
         assert all(v > 0 for v in phases.values())
         # The phases partition a step: their sum is a step's time, give or take the CPU's noise.
         assert 0.5 < sum(phases.values()) / result['forms']['training']['train_step_ms'] < 2
-    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith('upernet_r18_tiny ')]
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith('upernet_r18_tiny@')]
     (row, ) = rows
     train_ratio = theirs['forms']['training']['train_step_ms'] / ours['forms']['training']['train_step_ms']
     assert float(row[6]) == pytest.approx(train_ratio, abs=0.006)
