@@ -6,7 +6,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from replk_mm.apis import build_model
+from replk_mm.apis import build_model, resolve_config_path
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 CONFIGS = sorted(p.name for p in CONFIG_DIR.glob('*.py'))
@@ -66,3 +66,38 @@ def test_segmentation_recipe(name, settings):
     if settings['arch'] == 'XL':
         assert model.backbone.norm_intermediate_features
         assert model.data_preprocessor.mean == [127.5] * 3 and model.data_preprocessor.std == [127.5] * 3
+
+
+def build(path):
+    cfg = Config.fromfile(path)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        return build_model(cfg)
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_cascade_benchmark_peers_share_our_heads():
+    """The peers differ from our Cascade config in the backbone (and FPN inputs) only, so a benchmark compares
+    backbones; Swin-B's total matches the Swin paper's Cascade Mask R-CNN (145M)."""
+    ours = build(CONFIG_DIR / 'cascade_mask_rcnn_replknet31b_coco.py')
+    swin = build(CONFIG_DIR / 'benchmarks' / 'cascade_mask_rcnn_swin_b_coco.py')
+    r50 = build(CONFIG_DIR / 'benchmarks' / 'cascade_mask_rcnn_r50_coco.py')
+    assert (type(swin.backbone).__name__, type(r50.backbone).__name__) == ('SwinTransformer', 'ResNet')
+    for peer in (swin, r50):
+        for part in ('rpn_head', 'roi_head'):
+            assert [(n, p.shape) for n, p in getattr(peer, part).named_parameters()] == \
+                [(n, p.shape) for n, p in getattr(ours, part).named_parameters()]
+    assert count(swin.neck) == count(ours.neck)
+    assert abs(count(swin) / 1e6 - 145) / 145 < 0.01, count(swin)
+
+
+SWIN_B_UPERNET = 'mmseg::swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+
+
+def test_upernet_swin_b_peer_with_fast_heads_has_mmseg_swin_b_parameters():
+    stock = build(resolve_config_path(SWIN_B_UPERNET))
+    fast = build(CONFIG_DIR / 'benchmarks' / 'upernet_swin_b_fast_heads_ade20k.py')
+    assert (type(fast.decode_head).__name__, type(fast.auxiliary_head).__name__) == ('FastUPerHead', 'FastFCNHead')
+    assert [(n, p.shape) for n, p in fast.named_parameters()] == [(n, p.shape) for n, p in stock.named_parameters()]
