@@ -5,14 +5,14 @@
 ``triton_dwconv`` (also on the CPU under ``TRITON_INTERPRET=1``) and whose implementation elsewhere,
 or for calls the kernels do not cover, is PyTorch's conv; ``impl='auto'`` takes the op on CUDA and
 PyTorch's conv otherwise. The environment variable ``REPLK_DWCONV_IMPL`` overrides ``'auto'`` for
-the whole process.
+the whole process: it is read on the first ``'auto'`` call (:func:`impl_from_env`).
 
 The op is a real torch.library op with a registered autograd formula and fake-tensor (meta)
 implementations, so ``torch.compile`` traces it as one node, with no graph break, and CUDA graphs
 capture it. Its backward is built from two ops too: the input gradient is the same op with the
 kernel turned 180 degrees, the weight gradient ``replk_mm::depthwise_conv2d_weight_grad``. Eager
 calls take the same formula and implementations through a plain ``autograd.Function``, which saves
-the dispatcher's Python round trips.
+the dispatcher's Python round trips, and lets the kernels read the weight turned (no flip launch).
 """
 import os
 
@@ -28,27 +28,44 @@ OP_NAMESPACE = 'replk_mm'
 
 
 def _check_args(input, weight, bias, impl):
+    """One test of the shapes every call makes; the messages only where it fails."""
+    shape, weight_shape = input.shape, weight.shape
+    if (impl in IMPLS and len(shape) == 4 and len(weight_shape) == 4 and weight_shape[0] == shape[1]
+            and weight_shape[1] == 1 and weight_shape[2] == weight_shape[3] and weight_shape[2] % 2
+            and (bias is None or bias.shape == shape[1:2])):
+        return
     if impl not in IMPLS:
         raise ValueError(f'depthwise_conv2d: impl must be one of {IMPLS}, got {impl!r}')
-    if input.dim() != 4:
-        raise ValueError(f'depthwise_conv2d: input must be NCHW (4-D), got shape {tuple(input.shape)}')
-    channels = input.shape[1]
-    if weight.shape[0] != channels or weight.shape[1] != 1 or weight.dim() != 4:
+    if len(shape) != 4:
+        raise ValueError(f'depthwise_conv2d: input must be NCHW (4-D), got shape {tuple(shape)}')
+    channels = shape[1]
+    if len(weight_shape) != 4 or weight_shape[0] != channels or weight_shape[1] != 1:
         raise ValueError(f'depthwise_conv2d: weight must have shape ({channels}, 1, K, K) for '
-                         f'{channels} input channels, got {tuple(weight.shape)}')
-    kernel_h, kernel_w = weight.shape[-2:]
+                         f'{channels} input channels, got {tuple(weight_shape)}')
+    kernel_h, kernel_w = weight_shape[-2:]
     if kernel_h != kernel_w or kernel_h % 2 == 0:
         raise ValueError(f'depthwise_conv2d: kernel must be square with an odd size, got {kernel_h}x{kernel_w}')
-    if bias is not None and bias.shape != (channels, ):
-        raise ValueError(f'depthwise_conv2d: bias must have shape ({channels},), got {tuple(bias.shape)}')
+    raise ValueError(f'depthwise_conv2d: bias must have shape ({channels},), got {tuple(bias.shape)}')
+
+
+_env_impl = None  # REPLK_DWCONV_IMPL once read: setting None again makes the next 'auto' call re-read it
+
+
+def impl_from_env():
+    """``REPLK_DWCONV_IMPL`` (default 'auto'), read on the first call of the process."""
+    global _env_impl
+    if _env_impl is None:
+        impl = os.environ.get(ENV_VAR, 'auto')
+        if impl not in IMPLS:
+            raise ValueError(f'{ENV_VAR} must be one of {IMPLS}, got {impl!r}')
+        _env_impl = impl
+    return _env_impl
 
 
 def resolve_impl(impl, input):
     """The implementation a call will use: 'triton' (the op) or 'torch'."""
     if impl == 'auto':
-        impl = os.environ.get(ENV_VAR, 'auto')
-        if impl not in IMPLS:
-            raise ValueError(f'{ENV_VAR} must be one of {IMPLS}, got {impl!r}')
+        impl = impl_from_env()
     if impl == 'auto':
         return 'triton' if input.is_cuda and triton_dwconv.available() else 'torch'
     return impl
@@ -92,20 +109,21 @@ _LIB.define('depthwise_conv2d(Tensor input, Tensor weight, Tensor? bias) -> Tens
 _LIB.define('depthwise_conv2d_weight_grad(Tensor input, Tensor grad_output, int kernel_size) -> Tensor')
 
 
-def _conv_kernels_or_torch(input, weight, bias):
+def _conv_kernels_or_torch(input, weight, bias, flip=False):
+    """The op's implementation; ``flip`` (eager calls only) turns the kernel 180 degrees."""
     x = input.contiguous()
-    w = weight.to(x.dtype).contiguous()
-    b = None if bias is None else bias.contiguous()
-    if triton_dwconv.supports(x, w.shape[-1], w.device):
-        return triton_dwconv.launch_conv(x, w, b)
-    b = None if b is None else b.to(x.dtype)
-    return F.conv2d(x, w, b, padding=w.shape[-1] // 2, groups=x.shape[1]).contiguous()
+    kernel_size = weight.shape[-1]
+    if triton_dwconv.supports(x, kernel_size, weight.device):  # the kernels cast weight and bias themselves
+        return triton_dwconv.launch_conv(x, weight.contiguous(), None if bias is None else bias.contiguous(), flip)
+    w = (weight.flip((-2, -1)) if flip else weight).to(x.dtype)
+    b = None if bias is None else bias.to(x.dtype)
+    return F.conv2d(x, w, b, padding=kernel_size // 2, groups=x.shape[1]).contiguous()
 
 
 def _weight_grad_kernels_or_torch(input, grad_output, kernel_size):
     """float32 (C, 1, K, K), whatever the input's dtype: the autograd formula casts it to the weight's."""
     x = input.contiguous()
-    gy = grad_output.to(x.dtype).contiguous()
+    gy = _as_dtype(grad_output, x.dtype).contiguous()
     channels = x.shape[1]
     if triton_dwconv.supports(x, kernel_size):
         return triton_dwconv.launch_weight_grad(x, gy, kernel_size)
@@ -134,23 +152,37 @@ def _setup_context(ctx, inputs, output):
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
-def _gradients(ctx, grad_output, conv, weight_grad):
-    """The autograd formula, given the conv and the weight gradient (the ops, or their implementations)."""
+def _as_dtype(tensor, dtype):
+    """``tensor.to(dtype)`` without its dispatch (about 1 us of host time) where the dtype is already right."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def _gradients(ctx, grad_output, flipped_conv, weight_grad):
+    """The autograd formula, given the conv with the kernel turned 180 degrees (no bias) and the weight
+    gradient: the ops, or their implementations."""
     input, weight = ctx.saved_tensors
-    grad_output = grad_output.to(input.dtype)
+    grad_output = _as_dtype(grad_output, input.dtype)
     grad_input = grad_weight = grad_bias = None
-    if ctx.needs_input_grad[0]:  # the conv with the kernel turned 180 degrees
-        grad_input = conv(grad_output, weight.flip((-2, -1)), None)
+    if ctx.needs_input_grad[0]:
+        grad_input = flipped_conv(grad_output, weight)
     if ctx.needs_input_grad[1]:
-        grad_weight = weight_grad(input, grad_output, weight.shape[-1]).to(weight.dtype)
+        grad_weight = _as_dtype(weight_grad(input, grad_output, weight.shape[-1]), weight.dtype)
     if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
-        grad_bias = grad_output.sum((0, 2, 3), dtype=torch.float32).to(ctx.bias_dtype)
+        grad_bias = _as_dtype(grad_output.sum((0, 2, 3), dtype=torch.float32), ctx.bias_dtype)
     return grad_input, grad_weight, grad_bias
 
 
+def _op_flipped_conv(input, weight):
+    """The op on the flipped weight: under torch.compile the flip is traced and fused."""
+    return torch.ops.replk_mm.depthwise_conv2d(input, weight.flip((-2, -1)), None)
+
+
+def _kernels_flipped_conv(input, weight):
+    return _conv_kernels_or_torch(input, weight, None, flip=True)
+
+
 def _backward(ctx, grad_output):
-    return _gradients(ctx, grad_output, torch.ops.replk_mm.depthwise_conv2d,
-                      torch.ops.replk_mm.depthwise_conv2d_weight_grad)
+    return _gradients(ctx, grad_output, _op_flipped_conv, torch.ops.replk_mm.depthwise_conv2d_weight_grad)
 
 
 torch.library.register_autograd(f'{OP_NAMESPACE}::depthwise_conv2d', _backward, setup_context=_setup_context,
@@ -172,4 +204,4 @@ class _EagerDepthwiseConv2d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        return _gradients(ctx, grad_output, _conv_kernels_or_torch, _weight_grad_kernels_or_torch)
+        return _gradients(ctx, grad_output, _kernels_flipped_conv, _weight_grad_kernels_or_torch)

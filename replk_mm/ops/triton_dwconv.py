@@ -14,12 +14,22 @@ rate. Every pass here is recast as small matrix products so that ``tl.dot`` runs
   ``t = (n, h, i)``. Both factors are shifted views of the flattened maps, so per channel it is one
   ``[K, T] @ [T, K]`` product, split over ``T`` across programs and summed with fp32 atomics.
 
+The conv kernels read the weight in its own dtype (float32 under autocast) and round it to the
+input's after loading, and with ``FLIP`` read it turned 180 degrees: the input gradient needs
+neither a cast nor a flip of the weight beforehand.
+
 Sizes N, C, H, W are runtime arguments that Triton does not specialise on (``do_not_specialize``),
 so a new image size compiles nothing. What is compiled depends on the dtype, K, the tile
 configuration and a few size classes (:func:`size_class`): plane or rows kernel, the tile width
 (16, 32, 64 or 32-column tiles with a halo) and whether rows start 16-byte aligned, the last
 passed as a hint so that row loads stay vectorised. :data:`variants` records every distinct
 specialisation launched, in the interpreter as on the GPU.
+
+Each call shape, dtypes and device have a launch plan (:class:`_Launch`: kernel, grid, sizes,
+compile-time arguments), made once. Triton's own launch (``kernel[grid](...)``) binds and
+specialises the arguments and looks up its cache on every call, tens of microseconds of host time;
+after a plan's first launch, its later launches call the compiled kernel directly (see
+:meth:`_Launch.launch_compiled`).
 
 All products accumulate in fp32. float32 operands go through the tensor cores as tf32 when
 ``torch.backends.cudnn.allow_tf32`` is set (PyTorch's default for convolutions), else as tf32x3
@@ -42,24 +52,26 @@ except ImportError:
 INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_KERNEL = 31
-# Every distinct (kernel, dtype, compile-time arguments) launched in this process: what Triton compiles.
+# Every distinct (kernel, pointer dtypes, compile-time arguments) launched in this process: what Triton compiles.
 variants = set()
+_available = None  # available(), once asked
 
 
 def available():
-    """Whether Triton kernels can run in this process (on CUDA, or on the CPU in the interpreter)."""
-    return triton is not None and (INTERPRET or torch.cuda.is_available())
+    """Whether Triton kernels can run in this process (on CUDA, or on the CPU in the interpreter); asked once."""
+    global _available
+    if _available is None:
+        _available = triton is not None and (INTERPRET or torch.cuda.is_available())
+    return _available
 
 
 def supports(input, kernel_size, weight_device=None):
     """Whether the kernels cover a call: input dtype, device (the weight's too, if given) and sizes."""
-    if not available() or input.dtype not in DTYPES or kernel_size % 2 == 0 or kernel_size > MAX_KERNEL:
-        return False
-    if input.numel() == 0 or input.numel() >= 2**31:  # int32 offsets in the kernels
-        return False
-    if weight_device is not None and weight_device != input.device:
-        return False
-    return input.is_cuda or (INTERPRET and input.device.type == 'cpu')
+    device = input.device
+    return (available() and input.dtype in DTYPES and kernel_size % 2 == 1 and kernel_size <= MAX_KERNEL
+            and 0 < input.numel() < 2**31  # int32 offsets in the kernels
+            and (weight_device is None or weight_device == device)
+            and (device.type == 'cuda' or (INTERPRET and device.type == 'cpu')))
 
 
 def _pow2(n):
@@ -147,102 +159,159 @@ def num_sms(device):
 
 
 class _Launch:
-    """The fixed part of one kernel call (kernel, grid, compile-time arguments), computed once per shape.
+    """One call shape's launch plan on one device: kernel, 3-D grid, size and compile-time arguments.
 
-    ``w_divisor`` is the alignment the kernel takes W divided by (see :func:`size_class`): a kernel
-    that receives ``W // ALIGN`` and multiplies it back by the compile-time ALIGN lets the compiler
-    prove W's divisibility, which a hint on a kernel argument does not (Triton drops it).
+    The sizes hold W divided by the alignment ALIGN that the kernel multiplies it back by (see
+    :func:`size_class`): the compiler then proves W's divisibility, which a hint on a kernel argument
+    does not give (Triton drops it). ``pointer_dtypes`` are the dtypes of the tensor arguments, part of
+    what Triton compiles, so a plan is made for given dtypes.
     """
-    __slots__ = ('kernel', 'grid', 'meta', 'w_divisor')
+    __slots__ = ('kernel', 'grid', 'sizes', 'meta', 'pointer_dtypes', 'compiled', 'args_after_pointers')
 
-    def __init__(self, kernel, grid, meta, dtype, w_divisor=1):
-        self.kernel, self.grid, self.meta, self.w_divisor = kernel, grid, meta, w_divisor
-        variants.add((kernel.__name__, str(dtype), tuple(sorted(meta.items()))))
+    def __init__(self, kernel, grid, sizes, meta, pointer_dtypes):
+        self.kernel, self.grid, self.sizes, self.meta = kernel, grid, sizes, meta
+        self.pointer_dtypes = pointer_dtypes
+        self.compiled = self.args_after_pointers = None
+        variants.add((kernel.__name__, tuple(map(str, pointer_dtypes)), tuple(sorted(meta.items()))))
 
-    def __call__(self, device, tensors, sizes):
+    def __call__(self, device, pointers):
+        """Launch on ``pointers`` (tensors of :attr:`pointer_dtypes` on ``device``)."""
         with _device_guard(device):
-            self.kernel[self.grid](*tensors, *sizes, **self.meta)
+            # Triton compiles separately for pointers that are 16-byte aligned (the usual case) and others.
+            aligned = direct_launch and all(p.data_ptr() % 16 == 0 for p in pointers)
+            if aligned and self.compiled is not None:
+                self.launch_compiled(device, pointers)
+                return
+            compiled = self.kernel[self.grid](*pointers, *self.sizes, **self.meta)
+            if aligned:
+                self._keep(compiled)
 
-    def compile(self, device, dtypes, num_sizes):
-        """Compile for pointers of these dtypes without launching (sizes do not enter what is compiled)."""
+    def launch_compiled(self, device, pointers):
+        """What ``JITFunction.run`` does once its cache has the compiled kernel (Triton 3.6 to 3.9).
+
+        That is ``compiled.run(grid, stream, function, packed metadata, launch metadata, hooks, *args)``,
+        args every kernel parameter in signature order, constexprs included. The cache look-up is
+        skipped: its key is fixed by the plan (dtypes, constexprs, options, the sizes' int32 type, the
+        device) and by Triton's debug knobs, taken as fixed for the process, but for the pointers'
+        alignment, which :meth:`__call__` checks.
+        """
+        compiled, grid = self.compiled, self.grid
+        args = (*pointers, *self.args_after_pointers)
+        stream = _current_stream(device.index)
+        hooks = triton.knobs.runtime
+        compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, compiled.packed_metadata,
+                     compiled.launch_metadata(grid, stream, *args), hooks.launch_enter_hook, hooks.launch_exit_hook,
+                     *args)
+
+    def _keep(self, compiled):
+        """Keep Triton's compiled kernel for :meth:`launch_compiled`, if laid out as it expects; else stop
+        direct launches for the process (another Triton)."""
+        global direct_launch
+        try:
+            names = list(self.kernel.arg_names)
+            launcher_params = list(compiled.src.signature)  # its launcher takes one argument per parameter
+            compiled.run, compiled.function, compiled.packed_metadata, compiled.launch_metadata
+            pre_run_hooks = self.kernel.pre_run_hooks
+        except AttributeError:
+            direct_launch = False
+            return
+        constexprs = {name: value for name, value in self.meta.items() if name in names}
+        after_sizes = names[len(self.pointer_dtypes) + len(self.sizes):]
+        if (launcher_params != names or set(after_sizes) != constexprs.keys() or pre_run_hooks
+                or len(self.grid) != 3):
+            direct_launch = False
+            return
+        self.args_after_pointers = (*self.sizes, *(constexprs[name] for name in after_sizes))
+        self.compiled = compiled
+
+    def compile(self, device):
+        """Compile for the plan's dtypes without launching (sizes do not enter what is compiled)."""
         with _device_guard(device):
-            self.kernel.warmup(*dtypes, *([1] * num_sizes), grid=self.grid, **self.meta)
+            self.kernel.warmup(*self.pointer_dtypes, *([1] * len(self.sizes)), grid=self.grid, **self.meta)
 
 
-# Whether the first call for a (K, dtype) compiles every size class (CLASS_REPRESENTATIVES) at once.
+# Whether launches after a plan's first call the compiled kernel directly (:meth:`_Launch.launch_compiled`);
+# turned off for the process where Triton's compiled kernels are not laid out as expected.
+direct_launch = triton is not None and not INTERPRET and hasattr(triton, 'knobs')
+# Whether the first plan for a (K, dtypes, flip) on a device compiles every size class (CLASS_REPRESENTATIVES) at once.
 precompile_size_classes = True
 _precompiled = set()
 
 
-def _precompile(kind, device, K, dtypes, allow_tf32):
-    """On the first call of this kind, K and dtypes on a CUDA device, compile all its size classes."""
+def _precompile(make_plan, device, *args):
+    """On the first call for these plan arguments on a CUDA device, compile ``make_plan``'s plan of every size class."""
     global precompile_size_classes
-    key = (kind, device, K, dtypes, allow_tf32)
+    key = (make_plan, device, *args)
     if INTERPRET or not precompile_size_classes or device.type != 'cuda' or key in _precompiled:
         return
     _precompiled.add(key)
     try:
         for N, H, W in CLASS_REPRESENTATIVES:
-            if kind == 'conv':
-                _conv_launch((N, 1, H, W), K, dtypes[0], dtypes[2] is not None, allow_tf32).compile(
-                    device, (dtypes[0], dtypes[0], dtypes[2] or dtypes[0], dtypes[0]), 4)
-            else:  # gw accumulates in float32
-                _wgrad_launch((N, 1, H, W), K, dtypes[0], allow_tf32, num_sms(device))[0].compile(
-                    device, (dtypes[0], dtypes[0], torch.float32), 5)
+            make_plan((N, 1, H, W), *args, device).compile(device)
     except (AttributeError, TypeError) as exc:  # a Triton without warmup(dtype, ...): compile on first use
         warnings.warn(f'replk_mm.ops: cannot compile size classes ahead ({exc}); each compiles on first use')
         precompile_size_classes = False
 
 
 @functools.lru_cache(maxsize=4096)
-def _conv_launch(shape, K, dtype, has_bias, allow_tf32, config=None):
-    """The :class:`_Launch` of one conv call shape; ``dtype`` is the input's (the weight has it too)."""
+def _conv_launch(shape, K, dtypes, flip, allow_tf32, device, config=None):
+    """The :class:`_Launch` of one conv call shape; ``dtypes``: the input's, weight's and bias's (None: no bias).
+
+    Without an explicit config, the first plan for a (K, dtypes, flip) compiles every size class.
+    """
+    if config is None:
+        _precompile(_conv_launch, device, K, dtypes, flip, allow_tf32)
     N, C, H, W = shape
+    dtype, weight_dtype, bias_dtype = dtypes
     cfg = dict(config or conv_config(N, H, W, K, dtype.itemsize))
     # UPCAST: the interpreter cannot multiply bf16 (see docs/dwconv_notes.md, Testing).
-    meta = dict(K=K, HAS_BIAS=has_bias, PRECISION=_precision(dtype, allow_tf32),
+    meta = dict(K=K, FLIP=flip, HAS_BIAS=bias_dtype is not None, PRECISION=_precision(dtype, allow_tf32),
                 UPCAST=INTERPRET and dtype == torch.bfloat16)
     if cfg.pop('kernel') == 'plane':
-        kernel = _conv_plane_kernel
+        kernel, w_divisor = _conv_plane_kernel, 1
         grid = (triton.cdiv(N, cfg['BLOCK_N']), C, triton.cdiv(H * W, cfg['BLOCK_R']))
     else:
-        kernel = _conv_rows_kernel
+        kernel, w_divisor = _conv_rows_kernel, cfg['ALIGN']
         grid = (triton.cdiv(N * H, cfg['BLOCK_M']), C, triton.cdiv(W, cfg['BLOCK_WO']))
     meta.update(cfg)
-    return _Launch(kernel, grid, meta, dtype, cfg['ALIGN'] if kernel is _conv_rows_kernel else 1)
+    return _Launch(kernel, grid, (N, C, H, W // w_divisor), meta, (dtype, weight_dtype, bias_dtype or dtype, dtype))
 
 
 @functools.lru_cache(maxsize=4096)
-def _wgrad_launch(shape, K, dtype, allow_tf32, sms, config=None):
-    """(:class:`_Launch`, T_PER_PROG) of one weight-gradient call shape."""
+def _wgrad_launch(shape, K, dtypes, allow_tf32, device, config=None):
+    """The :class:`_Launch` of one weight-gradient call shape; ``dtypes``: the input's and the output gradient's."""
+    if config is None:
+        _precompile(_wgrad_launch, device, K, dtypes, allow_tf32)
     N, C, H, W = shape
-    cfg = dict(config or wgrad_config(N, C, H, W, K, dtype.itemsize, sms))
+    dtype = dtypes[0]
+    cfg = dict(config or wgrad_config(N, C, H, W, K, dtype.itemsize, num_sms(device)))
     t_per_prog = cfg.pop('T_PER_PROG')
     meta = dict(K=K, PRECISION=_precision(dtype, allow_tf32), UPCAST=INTERPRET and dtype == torch.bfloat16, **cfg)
-    return _Launch(_wgrad_kernel, (C, triton.cdiv(N * H * W, t_per_prog)), meta, dtype, cfg['ALIGN']), t_per_prog
+    grid = (C, triton.cdiv(N * H * W, t_per_prog), 1)
+    return _Launch(_wgrad_kernel, grid, (N, C, H, W // cfg['ALIGN'], t_per_prog), meta, (*dtypes, torch.float32))
 
 
-def launch_conv(x, w, bias=None, config=None):
-    """Depthwise conv of contiguous NCHW ``x`` with contiguous ``w`` (C, 1, K, K) of x's dtype."""
-    allow_tf32 = torch.backends.cudnn.allow_tf32
-    if config is None:
-        _precompile('conv', x.device, w.shape[-1], (x.dtype, w.dtype, None if bias is None else bias.dtype),
-                    allow_tf32)
-    launch = _conv_launch(x.shape, w.shape[-1], x.dtype, bias is not None, allow_tf32, config and _Frozen(config))
+def launch_conv(x, w, bias=None, flip=False, config=None):
+    """Depthwise conv of contiguous NCHW ``x`` with contiguous ``w`` (C, 1, K, K), turned 180 degrees if ``flip``.
+
+    The weight and bias may have any float dtype: the kernels round the weight to x's dtype, as a cast
+    before the call would.
+    """
+    device = x.device
+    launch = _conv_launch(x.shape, w.shape[-1], (x.dtype, w.dtype, None if bias is None else bias.dtype), flip,
+                          torch.backends.cudnn.allow_tf32, device, config and _Frozen(config))
     y = torch.empty_like(x)
-    launch(x.device, (x, w, x if bias is None else bias, y),
-           (x.shape[0], x.shape[1], x.shape[2], x.shape[3] // launch.w_divisor))
+    launch(device, (x, w, x if bias is None else bias, y))
     return y
 
 
 def launch_weight_grad(x, gy, K, config=None):
     """Weight gradient (C, 1, K, K) in float32 from contiguous NCHW input and output gradient."""
-    allow_tf32 = torch.backends.cudnn.allow_tf32
-    if config is None:
-        _precompile('wgrad', x.device, K, (x.dtype, ), allow_tf32)
-    launch, t_per_prog = _wgrad_launch(x.shape, K, x.dtype, allow_tf32, num_sms(x.device), config and _Frozen(config))
-    gw = torch.zeros((x.shape[1], 1, K, K), device=x.device, dtype=torch.float32)
-    launch(x.device, (x, gy, gw), (x.shape[0], x.shape[1], x.shape[2], x.shape[3] // launch.w_divisor, t_per_prog))
+    device = x.device
+    launch = _wgrad_launch(x.shape, K, (x.dtype, gy.dtype), torch.backends.cudnn.allow_tf32, device,
+                           config and _Frozen(config))
+    gw = torch.zeros((x.shape[1], 1, K, K), device=device, dtype=torch.float32)
+    launch(device, (x, gy, gw))
     return gw
 
 
@@ -251,6 +320,11 @@ def _device_guard(device):
     if device.type == 'cuda' and device.index != torch.cuda.current_device():
         return torch.cuda.device(device)
     return contextlib.nullcontext()
+
+
+def _current_stream(device_index):
+    """The stream Triton's own launch takes: its driver's current stream of the device."""
+    return triton.runtime.driver.active.get_current_stream(device_index)
 
 
 class _Frozen(dict):
@@ -263,13 +337,14 @@ class _Frozen(dict):
 if triton is not None:
 
     @triton.jit(do_not_specialize=['N', 'C', 'H', 'W'])
-    def _conv_plane_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, C, H, W, K: tl.constexpr, HAS_BIAS: tl.constexpr,
-                           PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_N: tl.constexpr,
-                           BLOCK_R: tl.constexpr, ALIGN: tl.constexpr):
+    def _conv_plane_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, C, H, W, K: tl.constexpr, FLIP: tl.constexpr,
+                           HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                           BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, ALIGN: tl.constexpr):
         """One channel, BLOCK_N images x BLOCK_R output pixels: y[n, r] = sum_q x[n, q] * M[q, r].
 
-        M[q, r] is the tap joining input pixel q to output pixel r, gathered from the weights; only
-        input pixels within K // 2 rows of the output block are visited.
+        M[q, r] is the tap joining input pixel q to output pixel r, gathered from the weights (turned
+        180 degrees if FLIP) and rounded to x's dtype; only input pixels within K // 2 rows of the
+        output block are visited.
         """
         P: tl.constexpr = K // 2
         HW = tl.multiple_of(H * W, ALIGN)
@@ -290,7 +365,10 @@ if triton is not None:
             dh = qh[:, None] - rh[None, :] + P
             dw = (q - qh * W)[:, None] - rw[None, :] + P
             m_ok = (dh >= 0) & (dh < K) & (dw >= 0) & (dw < K) & (q < HW)[:, None]
-            m = tl.load(w_ptr + c * K * K + dh * K + dw, mask=m_ok, other=0.)
+            w_idx = dh * K + dw
+            if FLIP:  # tap (K-1-kh, K-1-kw)
+                w_idx = K * K - 1 - w_idx
+            m = tl.load(w_ptr + c * K * K + w_idx, mask=m_ok, other=0.).to(x_ptr.dtype.element_ty)
             a = tl.load(x_ptr + plane[:, None] + q[None, :], mask=n_ok[:, None] & (q < HW)[None, :], other=0.)
             if UPCAST:
                 a, m = a.to(tl.float32), m.to(tl.float32)
@@ -302,11 +380,14 @@ if triton is not None:
         tl.store(y_ptr + plane[:, None] + r[None, :], acc.to(y_ptr.dtype.element_ty), mask=y_ok)
 
     @triton.jit(do_not_specialize=['N', 'C', 'H', 'W_BY_ALIGN'])
-    def _conv_rows_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, C, H, W_BY_ALIGN, K: tl.constexpr, HAS_BIAS: tl.constexpr,
-                          PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
-                          BLOCK_WO: tl.constexpr, BLOCK_WI: tl.constexpr, COL_OFF: tl.constexpr,
-                          ALIGN: tl.constexpr):
-        """One channel, BLOCK_M rows (numbered over all images) x BLOCK_WO columns: sum over kh of X_kh @ T_kh."""
+    def _conv_rows_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, C, H, W_BY_ALIGN, K: tl.constexpr, FLIP: tl.constexpr,
+                          HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_WO: tl.constexpr, BLOCK_WI: tl.constexpr,
+                          COL_OFF: tl.constexpr, ALIGN: tl.constexpr):
+        """One channel, BLOCK_M rows (numbered over all images) x BLOCK_WO columns: sum over kh of X_kh @ T_kh.
+
+        T_kh is gathered from the weights (turned 180 degrees if FLIP) and rounded to x's dtype.
+        """
         P: tl.constexpr = K // 2
         W = W_BY_ALIGN * ALIGN  # a multiple of ALIGN the compiler can see: vectorised masked loads
         m0 = tl.program_id(0) * BLOCK_M
@@ -337,7 +418,10 @@ if triton is not None:
         kh_hi = tl.minimum(P + H - h_min, K)
         acc = tl.zeros((BLOCK_M, BLOCK_WO), dtype=tl.float32)
         for kh in range(kh_lo, kh_hi):
-            t = tl.load(w_ptr + c * K * K + kh * K + tap, mask=tap_ok, other=0.)
+            w_idx = kh * K + tap
+            if FLIP:  # tap (K-1-kh, K-1-kw)
+                w_idx = K * K - 1 - w_idx
+            t = tl.load(w_ptr + c * K * K + w_idx, mask=tap_ok, other=0.).to(x_ptr.dtype.element_ty)
             r = h + (kh - P)
             a_ok = (row_ok & (r >= 0) & (r < H))[:, None] & col_in_ok[None, :]
             a = tl.load(x_ptr + (row_off + (kh - P) * W)[:, None] + col_in[None, :], mask=a_ok, other=0.)

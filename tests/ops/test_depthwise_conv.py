@@ -6,16 +6,19 @@ other tests of this process may have imported it already. So ``test_triton_kerne
 runs the ``test_interpreted_*`` cases in a fresh pytest process with ``TRITON_INTERPRET=1``; in a
 process started with that variable they run directly.
 """
+import collections
 import itertools
 import os
 import subprocess
 import sys
+import types
 import zlib
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from replk_mm.numerics import relative_error
 from replk_mm.ops import DepthwiseConv2d, depthwise_conv2d
@@ -96,6 +99,15 @@ def check_against_float64(x, weight, bias, tol, grad_out=None, input_grad=True):
         assert_close_to_float64(name, got, want, tol)
 
 
+def set_env_impl(monkeypatch, value):
+    """REPLK_DWCONV_IMPL as if the process had started with it (None: unset): it is read once per process."""
+    if value is None:
+        monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(dispatch.ENV_VAR, value)
+    monkeypatch.setattr(dispatch, '_env_impl', None)
+
+
 def _needs_interpreter():
     pytest.importorskip('triton')
     if not INTERPRET:
@@ -149,7 +161,7 @@ def test_interpreted_new_sizes_compile_nothing_new():
 
 
 def test_first_call_compiles_every_size_class(monkeypatch):
-    """On CUDA the first call of a (K, dtype) compiles what any later map size will launch (no GPU needed)."""
+    """On CUDA the first plan of a (K, dtypes, flip) compiles what any later map size will launch (no GPU needed)."""
     pytest.importorskip('triton')
     if INTERPRET:
         pytest.skip('runs in the parent process')
@@ -159,19 +171,21 @@ def test_first_call_compiles_every_size_class(monkeypatch):
     monkeypatch.setattr(triton_dwconv, 'precompile_size_classes', True)
     monkeypatch.setattr(triton_dwconv, '_precompiled', set())
     monkeypatch.setattr(triton_dwconv, 'num_sms', lambda device: 132)
-    monkeypatch.setattr(triton_dwconv._Launch, 'compile', lambda launch, device, dtypes, num_sizes: compiled.add(
-        (launch.kernel.__name__, dtypes, tuple(sorted(launch.meta.items())))))
-    device, K = torch.device('cuda', 0), 13
-    for dtype in (torch.float32, torch.bfloat16):
-        triton_dwconv._precompile('conv', device, K, (dtype, dtype, None), True)
-        triton_dwconv._precompile('wgrad', device, K, (dtype, ), True)
+    monkeypatch.setattr(triton_dwconv._Launch, 'compile', lambda launch, device: compiled.add(
+        (launch.kernel.__name__, launch.pointer_dtypes, tuple(sorted(launch.meta.items())))))
+    triton_dwconv._conv_launch.cache_clear()
+    triton_dwconv._wgrad_launch.cache_clear()
+    device, K, fp32 = torch.device('cuda', 0), 13, torch.float32
+    for dtype in (fp32, torch.bfloat16):  # as under autocast: float32 weight and bias
         for N, (H, W) in itertools.product((1, 2, 16, 40, 64), SIZES + MORE_SIZES + [(200, 336), (25, 42)]):
-            conv = triton_dwconv._conv_launch((N, 8, H, W), K, dtype, False, True)
-            assert (conv.kernel.__name__, (dtype, ) * 4, tuple(sorted(conv.meta.items()))) in compiled, (N, H, W)
-            wgrad = triton_dwconv._wgrad_launch((N, 8, H, W), K, dtype, True, 132)[0]
-            key = (wgrad.kernel.__name__, (dtype, dtype, torch.float32), tuple(sorted(wgrad.meta.items())))
-            assert key in compiled, (N, H, W)
-    assert len(compiled) == 2 * (len(triton_dwconv.CLASS_REPRESENTATIVES) + 4)  # per dtype: conv classes, 4 wgrad
+            plans = [triton_dwconv._conv_launch((N, 8, H, W), K, (dtype, fp32, fp32), False, True, device),
+                     triton_dwconv._conv_launch((N, 8, H, W), K, (dtype, fp32, None), True, True, device),
+                     triton_dwconv._wgrad_launch((N, 8, H, W), K, (dtype, dtype), True, device)]
+            for plan in plans:
+                key = (plan.kernel.__name__, plan.pointer_dtypes, tuple(sorted(plan.meta.items())))
+                assert key in compiled, (N, H, W, key)
+    # per dtype: the conv classes forward (with bias) and for the input gradient (flipped), 4 wgrad classes
+    assert len(compiled) == 2 * (2 * len(triton_dwconv.CLASS_REPRESENTATIVES) + 4)
 
 
 def test_interpreted_row_blocks_span_images():
@@ -190,6 +204,21 @@ def test_interpreted_row_blocks_span_images():
     assert cfg['COL_OFF'] > 0 and W > cfg['BLOCK_WO']
     assert_close_to_float64('rows-halo', triton_dwconv.launch_conv(x, w, None, config=cfg),
                              _shift_sum_reference(x, w), 1e-4)
+
+
+@pytest.mark.parametrize('N, C, H, W, K, path', [(2, 3, 6, 7, 5, 'plane'), (1, 2, 18, 20, 5, 'rows'),
+                                                 (1, 2, 5, 70, 7, 'rows-halo')])
+def test_interpreted_weight_read_turned_and_rounded(N, C, H, W, K, path):
+    """FLIP reads the kernel turned 180 degrees, and a float32 weight is rounded to the input's dtype in the
+    kernel: the same bits as flipping and casting the weight beforehand. (float16: the interpreter rounds
+    float32 to bfloat16 toward zero, the GPU to nearest even as PyTorch does.)"""
+    _needs_interpreter()
+    from replk_mm.ops import triton_dwconv
+    torch.manual_seed(12)
+    x, w, b = torch.randn(N, C, H, W).half(), torch.randn(C, 1, K, K), torch.randn(C)
+    assert triton_dwconv.size_class(H, W)[0] == path
+    want = triton_dwconv.launch_conv(x, w.flip((-2, -1)).half().contiguous(), b)
+    torch.testing.assert_close(triton_dwconv.launch_conv(x, w, b, flip=True), want, rtol=0, atol=0)
 
 
 def test_interpreted_plane_image_groups():
@@ -261,7 +290,7 @@ def test_interpreted_dispatch(monkeypatch):
     calls = []
     launch = triton_dwconv.launch_conv
     monkeypatch.setattr(triton_dwconv, 'launch_conv', lambda *args: calls.append(1) or launch(*args))
-    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    set_env_impl(monkeypatch, None)
     x, weight = torch.randn(1, 2, 6, 6), torch.randn(2, 1, 3, 3)
     want = _shift_sum_reference(x, weight)
     assert_close_to_float64('triton', depthwise_conv2d(x, weight, impl='triton'), want, 1e-5)
@@ -280,6 +309,142 @@ def test_triton_kernels_in_interpreter():
                            str(Path(__file__))], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     assert 'skipped' not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+
+
+class _OpRecorder(TorchDispatchMode):
+    """Names of the aten ops that run under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def test_eager_call_launches_no_weight_flip_or_cast(monkeypatch):
+    """As under autocast (bf16 input, float32 weight and bias): forward and backward run the three kernels on the
+    weight as it is, with no flip or cast of it in between."""
+    from replk_mm.ops import triton_dwconv
+    launches = []
+
+    def launch_conv(x, w, bias, flip):
+        launches.append(('conv', w.dtype, flip))
+        return torch.empty_like(x)
+
+    def launch_weight_grad(x, gy, K):
+        launches.append(('wgrad', x.dtype, gy.dtype))
+        return torch.zeros(x.shape[1], 1, K, K)
+
+    monkeypatch.setattr(triton_dwconv, 'supports', lambda input, kernel_size, weight_device=None: True)
+    monkeypatch.setattr(triton_dwconv, 'launch_conv', launch_conv)
+    monkeypatch.setattr(triton_dwconv, 'launch_weight_grad', launch_weight_grad)
+    x = torch.randn(2, 3, 8, 8).bfloat16().requires_grad_()
+    w, b = torch.randn(3, 1, 5, 5, requires_grad=True), torch.randn(3, requires_grad=True)
+    with _OpRecorder() as recorder:
+        depthwise_conv2d(x, w, b, impl='triton').backward(torch.ones(2, 3, 8, 8, dtype=torch.bfloat16))
+    assert launches == [('conv', torch.float32, False), ('conv', torch.float32, True),
+                        ('wgrad', torch.bfloat16, torch.bfloat16)]
+    assert not {'aten.flip', 'aten._to_copy', 'aten.copy_'} & set(recorder.ops), recorder.ops
+    assert x.grad.dtype == torch.bfloat16 and w.grad.dtype == b.grad.dtype == torch.float32
+
+
+class _Compiled:
+    """What Triton's compiler returns, as far as a launch reads it; its launcher records what it is given."""
+    function, packed_metadata = 'function', ('num_warps', 'num_ctas', 'shared')
+
+    def __init__(self, signature):
+        self.src = types.SimpleNamespace(signature=signature)
+        self.launches = []
+
+    def run(self, *args):
+        self.launches.append(args)
+
+    def launch_metadata(self, grid, stream, *args):
+        return ('metadata', grid, stream, args)
+
+
+def _with_jit_kernels(monkeypatch, kind, compile_kernel=lambda kernel, signature: _Compiled(signature)):
+    """A fresh launch plan of ``kind`` on the CPU (nothing compiles ahead) whose launches run Triton's own
+    ``JITFunction.run`` against a stand-in driver and compiler (``compile_kernel``): no GPU needed. Direct
+    launches on. Returns the plan, the cache keys Triton's launches compiled for, and the module."""
+    pytest.importorskip('triton')
+    if INTERPRET:
+        pytest.skip('runs in the parent process')
+    from triton.backends.compiler import GPUTarget
+
+    from replk_mm.ops import triton_dwconv
+    fp32, device = torch.float32, torch.device('cpu')
+    if kind == 'wgrad':
+        plan = triton_dwconv._wgrad_launch((2, 3, 20, 30), 7, (fp32, fp32), True, device)
+    else:
+        shape = {'plane': (2, 3, 9, 11), 'rows': (1, 3, 20, 30), 'rows-halo': (1, 3, 5, 80)}[kind]
+        plan = triton_dwconv._conv_launch(shape, 7, (torch.bfloat16, fp32, fp32), True, True, device)
+    driver = types.SimpleNamespace(get_current_device=lambda: 0, get_current_stream=lambda device_index: 'stream',
+                                   get_current_target=lambda: GPUTarget('cuda', 90, 32))
+    monkeypatch.setattr(triton_dwconv.triton.runtime.driver, '_active', driver)
+    monkeypatch.setattr(triton_dwconv, 'direct_launch', True)
+    kernel, keys = plan.kernel, []
+    monkeypatch.setattr(kernel, 'device_caches', collections.defaultdict(kernel.create_binder))
+    monkeypatch.setattr(kernel, '_do_compile', lambda key, signature, *args: keys.append(key)
+                        or compile_kernel(kernel, signature))
+    plan = triton_dwconv._Launch(kernel, plan.grid, plan.sizes, plan.meta, plan.pointer_dtypes)
+    return plan, keys, triton_dwconv
+
+
+def _same_arguments(got, want):
+    """The same tensors (objects), everything else equal; tuples element by element."""
+    return len(got) == len(want) and all(
+        g is w or (_same_arguments(g, w) if isinstance(g, tuple) else not isinstance(g, torch.Tensor) and g == w)
+        for g, w in zip(got, want))
+
+
+# Triton 3.9's options parser asks for TRITON_DEFAULT_FP_FUSION to be set
+ignore_fp_fusion_notice = pytest.mark.filterwarnings('ignore:TRITON_DEFAULT_FP_FUSION')
+
+
+@ignore_fp_fusion_notice
+@pytest.mark.parametrize('kind', ['plane', 'rows', 'rows-halo', 'wgrad'])
+def test_direct_launch_repeats_tritons_launch(monkeypatch, kind):
+    """A plan's first launch goes through Triton's own ``JITFunction.run``; later ones call the compiled kernel's
+    launcher directly with exactly what Triton gave it: grid, stream, function, metadata, hooks, then every
+    kernel parameter in signature order, constexprs included."""
+    plan, keys, _ = _with_jit_kernels(monkeypatch, kind)
+    pointers = tuple(torch.empty(64, dtype=dtype) for dtype in plan.pointer_dtypes)  # fresh: 16-byte aligned
+    plan(torch.device('cpu'), pointers)
+    plan(torch.device('cpu'), pointers)
+    assert len(keys) == 1
+    by_triton, direct = plan.compiled.launches
+    assert len(by_triton) == 9 + len(plan.kernel.arg_names)
+    assert all(got is pointer for got, pointer in zip(by_triton[9:], pointers))
+    assert _same_arguments(direct, by_triton)
+
+
+@ignore_fp_fusion_notice
+def test_direct_launch_only_where_safe(monkeypatch):
+    """Pointers not 16-byte aligned, which Triton compiles apart, go through Triton's launch; a compiled kernel not
+    laid out as expected turns direct launches off for the process, without an error."""
+    plan, keys, _ = _with_jit_kernels(monkeypatch, 'rows')
+    device = torch.device('cpu')
+    aligned = tuple(torch.empty(64, dtype=dtype) for dtype in plan.pointer_dtypes)
+    misaligned = (torch.empty(65, dtype=plan.pointer_dtypes[0])[1:], *aligned[1:])
+    for pointers in (misaligned, aligned, misaligned, aligned):
+        plan(device, pointers)
+    assert len(set(keys)) == 2 and len(keys) == 3  # Triton's launches: misaligned, aligned (kept), misaligned
+    launches = plan.compiled.launches
+    assert len(launches) == 2 and launches[1][9] is aligned[0]
+
+    def without_constexpr(kernel, signature):  # a launcher that does not take every parameter
+        return _Compiled({name: value for name, value in signature.items() if name != 'K'})
+
+    for compile_kernel in (without_constexpr, lambda kernel, signature: None):  # None: what the interpreter gives
+        plan, keys, triton_dwconv = _with_jit_kernels(monkeypatch, 'plane', compile_kernel)
+        pointers = tuple(torch.empty(64, dtype=dtype) for dtype in plan.pointer_dtypes)
+        plan(device, pointers)
+        assert not triton_dwconv.direct_launch
+        plan(device, pointers)
+        assert len(keys) == 2 and plan.compiled is None
 
 
 def test_op_passes_opcheck():
@@ -361,7 +526,7 @@ def test_every_impl_matches_shift_sum(impl, bias):
 
 
 def test_auto_falls_back_to_torch_on_cpu(monkeypatch):
-    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    set_env_impl(monkeypatch, None)
     x, weight = torch.randn(1, 3, 8, 8), torch.randn(3, 1, 3, 3)
     if not INTERPRET:
         assert dispatch.resolve_impl('auto', x) == 'torch'
@@ -370,12 +535,14 @@ def test_auto_falls_back_to_torch_on_cpu(monkeypatch):
 
 def test_env_var_forces_impl(monkeypatch):
     x = torch.randn(1, 3, 8, 8)
-    monkeypatch.setenv(dispatch.ENV_VAR, 'torch')
+    set_env_impl(monkeypatch, 'torch')
     assert dispatch.resolve_impl('auto', x) == 'torch'
-    monkeypatch.setenv(dispatch.ENV_VAR, 'triton')
+    set_env_impl(monkeypatch, 'triton')
     assert dispatch.resolve_impl('auto', x) == 'triton'
     assert dispatch.resolve_impl('torch', x) == 'torch'  # an explicit impl wins over the variable
-    monkeypatch.setenv(dispatch.ENV_VAR, 'cuda')
+    monkeypatch.setenv(dispatch.ENV_VAR, 'torch')
+    assert dispatch.resolve_impl('auto', x) == 'triton'  # read once per process
+    set_env_impl(monkeypatch, 'cuda')
     with pytest.raises(ValueError, match=dispatch.ENV_VAR):
         dispatch.resolve_impl('auto', x)
 
