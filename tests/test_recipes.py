@@ -69,6 +69,12 @@ DETECTION = {
 }
 
 
+# Gradient checkpointing changes memory and speed, not results: these configs turn off the official
+# use_checkpoint=True because their memory without it was measured on a GPU (docs/benchmarks.md).
+CHECKPOINTING_OFF = {'upernet_replknet31b_ade20k.py', 'cascade_mask_rcnn_replknet31b_coco.py',
+                     'cascade_mask_rcnn_replknet31b_22k_coco.py'}
+
+
 def load(name):
     """The config as data: its custom_imports (replk_mm and what it imports) are not needed to read a recipe."""
     return Config.fromfile(CONFIG_DIR / name, import_custom_modules=False)
@@ -153,7 +159,7 @@ def test_segmentation_recipe(name):
     # Model: heads, drop path, gradient checkpointing.
     assert cfg.model.decode_head.align_corners == cfg.model.auxiliary_head.align_corners == official['align_corners']
     assert cfg.model.backbone.drop_path_rate == official['drop_path']
-    assert cfg.model.backbone.with_cp == official['with_cp']
+    assert cfg.model.backbone.with_cp == (official['with_cp'] and name not in CHECKPOINTING_OFF)
 
 
 @pytest.mark.parametrize('name', sorted(DETECTION))
@@ -195,4 +201,4 @@ def test_detection_recipe(name):
     assert side_limits(test_resize.scale) == official['test_scale'] and test_resize.keep_ratio
 
     assert cfg.model.backbone.drop_path_rate == official['drop_path']
-    assert cfg.model.backbone.with_cp == official['with_cp']
+    assert cfg.model.backbone.with_cp == (official['with_cp'] and name not in CHECKPOINTING_OFF)

@@ -23,7 +23,7 @@ model = dict(
         arch='31B',
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.6,
-        with_cp=True,  # as released: 31x31 kernels at 1333x800 need gradient checkpointing to fit
+        with_cp=True,  # as released (use_checkpoint=True); configs whose memory was measured turn it off
         norm_cfg=norm_cfg),
     neck=dict(in_channels=[128, 256, 512, 1024]),
     rpn_head=dict(type='FP32ProposalRPNHead'),

@@ -24,7 +24,7 @@ model = dict(
         arch='31B',
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.5,
-        with_cp=True,  # the official use_checkpoint=True
+        with_cp=True,  # the official use_checkpoint=True; configs whose memory was measured turn it off
         norm_cfg=norm_cfg),
     decode_head=dict(type='FastUPerHead', in_channels=[128, 256, 512, 1024], channels=512, pool_scales=(1, 2, 3, 6),
                      num_classes=150, align_corners=False),
