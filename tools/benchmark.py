@@ -19,6 +19,10 @@ training at the fixed crop). ``--phases`` splits the training step into backbone
 forward with loss, heads backward, backbone(+neck) backward and optimizer step. ``--fixed-proposals``
 (two-stage detectors) replaces the RPN's proposals by the same boxes for every model, so that the RoI heads
 of different backbones do the same work. ``--compile-backbone MODE`` runs the backbone through torch.compile.
+With several sizes, each timed size is run twice: the first pass (``*_first_call_*``) shows what a size new
+to the process costs, the second the steady state. Caches are per process, so a later config's first pass
+finds the layers it shares with an earlier config (FPN, heads) warm: run one config per process to compare
+first-pass costs. ``--profile`` adds torch.profiler's table of three training steps to the JSON.
 
     python tools/benchmark.py configs/upernet_replknet31b_ade20k.py \\
         mmseg::swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py --amp --phases
@@ -88,6 +92,8 @@ def parse_args():
     parser.add_argument('--compile-backbone', choices=COMPILE_MODES, metavar='MODE',
                         help=f'torch.compile the backbone in this mode ({", ".join(COMPILE_MODES)})')
     parser.add_argument('--no-training', action='store_true', help='measure inference only')
+    parser.add_argument('--profile', action='store_true',
+                        help="add torch.profiler's table of three training steps to the JSON (key 'profile')")
     parser.add_argument('--warmup', type=int, default=5, help='untimed calls before timing (default: 5)')
     parser.add_argument('--repeats', type=int, default=20, help='timed calls; the median is reported (default: 20)')
     parser.add_argument('--out', help='write the results (a list, one entry per config and dtype) as JSON to this file')
@@ -203,7 +209,8 @@ def make_batch(model, scope, image_sizes, device, with_labels, seed):
 
 
 def make_batches(model, scope, args, cfg, mode, device):
-    """One batch per call: ``warmup + repeats`` of them with --sizes multi-scale, else one."""
+    """One batch per call: ``warmup + repeats`` of them with --sizes multi-scale (the same for every config),
+    else one."""
     if args.sizes == 'fixed' or (scope == 'mmseg' and mode == 'train'):
         shape = tuple(args.shape or (crop_size(cfg, scope) if scope == 'mmseg' else BENCHMARK_SHAPES[scope]))
         batches = [[shape] * args.batch_size]
@@ -278,14 +285,34 @@ def summary(times, batch_size, prefix):
             f'{prefix}_images_per_s': batch_size / median, f'{prefix}_times_ms': [t * 1e3 for t in times]}
 
 
+def call_schedule(batches, args):
+    """Batch indices of (warm-up calls, first pass, steady-state pass).
+
+    One fixed size: ``warmup`` calls, then ``repeats`` timed ones. Several sizes: the warm-up calls take
+    sizes of their own; the timed sizes are run twice, first when each is new to the process (what a new size
+    costs: kernel compiles, cuDNN plans, allocator growth), then again (the steady state, the headline).
+    """
+    if len(batches) == 1:
+        return [0] * args.warmup, [], [0] * args.repeats
+    timed = list(range(args.warmup, args.warmup + args.repeats))
+    return list(range(args.warmup)), timed, timed
+
+
 def measure_inference(models, batches, args, device, autocast, select_proposals):
     """Per form: the forward timed call by call, the forms in turn (A B A B ...), each on the same batches."""
 
     def infer(model, index):
-        inputs, samples = batches[index % len(batches)]
+        inputs, samples = batches[index]
         select_proposals(samples)
         with torch.no_grad(), autocast():
             model._forward(inputs, samples)
+
+    def timed_pass(indices):
+        times = {form: [] for form in models}
+        for index in indices:
+            for form, model in models.items():
+                times[form] += time_call(lambda: infer(model, index), device, 0, 1)
+        return times
 
     results = {}
     for form, model in models.items():
@@ -293,14 +320,13 @@ def measure_inference(models, batches, args, device, autocast, select_proposals)
         reset_peak_memory(device)
         infer(model, 0)
         results[form] = dict(inference_peak_memory_mib=peak_memory_mib(device))
-    times = {form: [] for form in models}
-    for index in range(args.warmup + args.repeats):
-        for form, model in models.items():
-            elapsed = time_call(lambda: infer(model, index), device, 0, 1)
-            if index >= args.warmup:
-                times[form] += elapsed
+    warmup, first, steady = call_schedule(batches, args)
+    timed_pass(warmup)
+    first_times, steady_times = timed_pass(first), timed_pass(steady)
     for form in models:
-        results[form].update(summary(times[form], args.batch_size, 'inference'))
+        results[form].update(summary(steady_times[form], args.batch_size, 'inference'))
+        if first:
+            results[form].update(summary(first_times[form], args.batch_size, 'inference_first_call'))
     return results
 
 
@@ -310,12 +336,10 @@ def measure_training(model, cfg, batches, args, device, autocast, amp_dtype, sel
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == 'float16' else None
     clock = PhaseClock(device)
     phase_times = []
-    calls = [0]
 
-    def train_step(timed_phases=False):
-        inputs, samples = batches[calls[0] % len(batches)]
-        torch.manual_seed(calls[0])  # the samplers draw the same RoIs for every model
-        calls[0] += 1
+    def train_step(index, timed_phases=False):
+        inputs, samples = batches[index]
+        torch.manual_seed(index)  # the samplers draw the same RoIs for every model
         select_proposals(samples)
         if not timed_phases:
             with autocast():
@@ -351,17 +375,36 @@ def measure_training(model, cfg, batches, args, device, autocast, amp_dtype, sel
             clock.mark()
             phase_times.append(clock.gaps())
 
+    def timed_steps(indices, timed_phases=False):
+        order = iter(indices)
+        return time_call(lambda: train_step(next(order), timed_phases), device, 0, len(indices))
+
     model.train()
     reset_peak_memory(device)
-    result = summary(time_call(train_step, device, args.warmup, args.repeats), args.batch_size, 'train_step')
+    warmup, first, steady = call_schedule(batches, args)
+    timed_steps(warmup)
+    result = summary(timed_steps(first), args.batch_size, 'train_step_first_call') if first else {}
+    result.update(summary(timed_steps(steady), args.batch_size, 'train_step'))
     result['train_peak_memory_mib'] = peak_memory_mib(device)
     result['train_images_per_s'] = result.pop('train_step_images_per_s')
     if args.phases:
-        time_call(lambda: train_step(timed_phases=True), device, 1, args.repeats)
+        timed_steps(steady[:1] + steady, timed_phases=True)
         phase_times = phase_times[1:]  # the warm-up call
         result['phases_ms'] = {name: statistics.median(t[i] for t in phase_times) * 1e3
                                for i, name in enumerate(PHASES)}
+    if args.profile:
+        result['profile'] = profile_table(lambda: timed_steps(steady[:3]), device)
     return result
+
+
+def profile_table(fn, device):
+    """torch.profiler's table of the ops and kernels of ``fn``, heaviest first (device time on CUDA)."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    with profile(activities=activities) as prof:
+        fn()
+    sort_by = 'cuda_time_total' if device.type == 'cuda' else 'cpu_time_total'
+    return prof.key_averages().table(sort_by=sort_by, row_limit=40)
 
 
 def compile_backbone(model, mode):

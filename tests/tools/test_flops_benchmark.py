@@ -129,7 +129,7 @@ def test_time_call_warms_up_then_times_each_repeat():
 
 def benchmark_args(**kwargs):
     defaults = dict(shape=[64, 64], sizes='fixed', batch_size=2, device='cpu', amp=False, deploy=False, phases=False,
-                    warmup=1, repeats=2)
+                    profile=False, warmup=1, repeats=2)
     return argparse.Namespace(**dict(defaults, **kwargs))
 
 
@@ -211,6 +211,31 @@ def test_multi_scale_batches_pad_to_32_and_keep_each_image_size():
             assert sample.gt_instances.masks.masks.shape[1:] == tuple(inputs.shape[2:])
 
 
+def test_several_sizes_are_timed_when_new_and_again_in_the_steady_state():
+    benchmark = load_tool('benchmark')
+    calls = []
+
+    class Recorder(nn.Module):
+        def __init__(self, form):
+            super().__init__()
+            self.form = form
+
+        def _forward(self, inputs, samples):
+            calls.append((self.form, inputs.shape[-1]))
+
+    batches = [(torch.zeros(1, 3, 8, width), []) for width in (10, 20, 30)]  # a warm-up size and two timed
+    results = benchmark.measure_inference({'training': Recorder('t'), 'deploy': Recorder('d')}, batches,
+                                          benchmark_args(warmup=1, repeats=2), torch.device('cpu'),
+                                          contextlib.nullcontext, lambda samples: None)
+    assert calls == [('t', 10), ('d', 10),  # the peak-memory call of each form
+                     ('t', 10), ('d', 10),  # warm-up
+                     ('t', 20), ('d', 20), ('t', 30), ('d', 30),  # first pass: each size new
+                     ('t', 20), ('d', 20), ('t', 30), ('d', 30)]  # steady state
+    for form in results.values():
+        assert len(form['inference_times_ms']) == len(form['inference_first_call_times_ms']) == 2
+    assert benchmark.call_schedule(batches[:1], benchmark_args(warmup=2, repeats=3)) == ([0, 0], [], [0, 0, 0])
+
+
 def test_fixed_proposals_reach_the_roi_heads_of_every_model():
     benchmark = load_tool('benchmark')
     cfg = Config.fromfile(DET_CONFIG)
@@ -259,9 +284,10 @@ def test_config_overrides_apply_to_their_config_only():
 def test_benchmark_writes_both_forms(tmp_path, monkeypatch, capsys):
     out = tmp_path / 'bench.json'
     run_main(monkeypatch, 'benchmark', SEG_CONFIG, '--shape', 64, 64, '--batch-size', 2, '--device', 'cpu',
-             '--warmup', 1, '--repeats', 2, '--out', out)
+             '--warmup', 1, '--repeats', 2, '--profile', '--out', out)
     (saved, ) = json.loads(out.read_text())
     assert list(saved['forms']) == ['training', 'deploy']
+    assert 'aten::convolution' in saved['forms']['training']['profile']
     assert (saved['device'], saved['batch_size'], saved['shape'], saved['dtype']) == ('cpu', 2, [64, 64], 'float32')
     training, deploy = saved['forms']['training'], saved['forms']['deploy']
     assert training['train_images_per_s'] == pytest.approx(2e3 / training['train_step_ms'])
