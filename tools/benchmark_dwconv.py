@@ -409,6 +409,7 @@ def main():
 
     def save():
         result['compiled_kernels'] = compiled_kernels(kernels)
+        result['direct_launch'] = kernels.direct_launch  # False: the direct launch path turned itself off
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))
 
