@@ -79,20 +79,23 @@ def _pow2(n):
 
 
 def _row_alignment(W, itemsize):
-    """Elements per 16 bytes if every row starts 16-byte aligned, else 1: a hint that keeps loads vectorised."""
-    vector = 16 // itemsize
-    return vector if W % vector == 0 else 1
+    """Elements per 16 bytes, else per 8 bytes, that every row start is aligned to, else 1: a hint that keeps
+    loads vectorised (for 2-byte dtypes W = 28 and 14 x 14 = 196 are 8-byte but not 16-byte aligned)."""
+    for elements in (16 // itemsize, 8 // itemsize):
+        if W % elements == 0:
+            return elements
+    return 1
 
 
 def size_class(H, W, itemsize=4):
     """What of a map's size the compiled kernels depend on: path, tile width and (rows) W's alignment.
 
-    Two 'plane' classes (tiles of 64 pixels, maps 16-byte aligned or not; BLOCK_N follows the batch:
-    16, 32 or 64 images) and 8 'rows' ones (tiles of 16, 32 or 64 columns or 32-column tiles with a
-    halo, each with rows 16-byte aligned or not) per dtype and K; the weight gradient has the
+    Three 'plane' classes (tiles of 64 pixels, maps 16-byte, 8-byte or not aligned; BLOCK_N follows the
+    batch: 16, 32 or 64 images) and 12 'rows' ones (tiles of 16, 32 or 64 columns or 32-column tiles with
+    a halo, each with rows 16-byte, 8-byte or not aligned) per dtype and K; the weight gradient has the
     alignment and map size (up to 256 pixels or more) as classes. :data:`CLASS_REPRESENTATIVES` has
     one map of each. The alignment tells the compiler that W (H*W for 'plane') is a multiple of the
-    16-byte vector, so that masked row loads stay vectorised with W a runtime value.
+    vector, so that masked row loads stay vectorised with W a runtime value.
     """
     if H * W <= 256:
         return 'plane', 64, _row_alignment(H * W, itemsize)
@@ -104,8 +107,9 @@ def size_class(H, W, itemsize=4):
 
 # One (N, H, W) of every size class (and of both weight-gradient classes): the first call for a kernel
 # size and dtype compiles them all, so that no later map size waits for a compile.
-CLASS_REPRESENTATIVES = ([(n, 7, s) for n in (16, 32, 64) for s in (7, 8)]
-                         + [(1, 32, w) for w in (15, 16, 31, 32, 63, 64, 95, 96)])
+# Widths w, w - 4 and w - 2 with w a multiple of 8 give every alignment class of 4- and 2-byte dtypes.
+CLASS_REPRESENTATIVES = ([(n, 7, s) for n in (16, 32, 64) for s in (7, 8, 4, 2)]
+                         + [(1, 32, w - d) for w in (16, 32, 64, 96) for d in (1, 0, 4, 2)])
 
 
 def _precision(dtype, allow_tf32):

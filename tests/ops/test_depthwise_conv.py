@@ -129,10 +129,10 @@ def test_interpreted_kernels_match_float64(case):
     check_against_float64(x, weight, b, TOL[dtype])
 
 
-# 24 map sizes at one K (every size class: plane, whole-width rows and halo tiles, aligned or not), then
-# 12 more whose size classes the first ones already met.
-SIZES = [(3, 5), (5, 7), (7, 7), (7, 13), (4, 6), (20, 14), (14, 14), (18, 16), (16, 16), (15, 19), (20, 24),
-         (17, 33), (19, 40), (24, 48), (10, 50), (9, 56), (6, 61), (5, 64), (4, 65), (3, 72), (5, 84), (2, 96),
+# 24 map sizes at one K (every size class: plane, whole-width rows and halo tiles, rows aligned to 16 bytes,
+# 8 bytes or neither), then 12 more whose size classes the first ones already met.
+SIZES = [(3, 5), (5, 7), (7, 7), (7, 10), (4, 8), (20, 14), (14, 14), (18, 16), (19, 15), (15, 19), (20, 24),
+         (17, 33), (19, 40), (24, 48), (10, 50), (9, 56), (6, 61), (5, 64), (4, 65), (9, 30), (5, 84), (3, 98),
          (3, 100), (2, 131)]
 MORE_SIZES = [(6, 6), (15, 15), (12, 20), (21, 28), (18, 36), (7, 52), (8, 60), (3, 68), (4, 88), (2, 112),
               (17, 21), (25, 15)]
@@ -149,11 +149,11 @@ def test_interpreted_new_sizes_compile_nothing_new():
         check_against_float64(torch.randn(N, 2, H, W), torch.randn(2, 1, K, K), torch.randn(2), 1e-4)
     first = triton_dwconv.variants - before
     classes = {triton_dwconv.size_class(H, W) for H, W in SIZES}
-    assert len(SIZES) == 24 and len(classes) == 10
+    assert len(SIZES) == 24 and len(classes) == 15
     # The maps the GPU compiles on first use of a (K, dtype) stand for every class met here.
     assert classes == {triton_dwconv.size_class(H, W) for N, H, W in triton_dwconv.CLASS_REPRESENTATIVES}
-    # Per class: forward (with bias), input gradient (no bias); the weight gradient has four classes.
-    assert len(first) <= 2 * len(classes) + 4, sorted(first)
+    # Per class: forward (with bias), input gradient (no bias); the weight gradient has six classes.
+    assert len(first) <= 2 * len(classes) + 6, sorted(first)
     for H, W in MORE_SIZES:
         assert triton_dwconv.size_class(H, W) in classes
         check_against_float64(torch.randn(2, 2, H, W), torch.randn(2, 1, K, K), torch.randn(2), 1e-4)
@@ -184,8 +184,9 @@ def test_first_call_compiles_every_size_class(monkeypatch):
             for plan in plans:
                 key = (plan.kernel.__name__, plan.pointer_dtypes, tuple(sorted(plan.meta.items())))
                 assert key in compiled, (N, H, W, key)
-    # per dtype: the conv classes forward (with bias) and for the input gradient (flipped), 4 wgrad classes
-    assert len(compiled) == 2 * (2 * len(triton_dwconv.CLASS_REPRESENTATIVES) + 4)
+    # Per dtype: 21 conv classes (3 batch classes x 3 alignments of 'plane', 4 tiles x 3 alignments of 'rows'),
+    # forward (with bias) and input gradient (flipped), and 6 wgrad classes (3 alignments x 2 map sizes).
+    assert len(compiled) == 2 * (2 * 21 + 6)
 
 
 def test_interpreted_row_blocks_span_images():
