@@ -17,6 +17,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from replk_mm.ops import DepthwiseConv2d
 from replk_mm.registry import register_model
 
+from ..cuda_graph import GraphedTraining
 from ..reparam import add_centred_kernel, fold_bn
 
 __all__ = ['RepLKNet', 'ARCH_SETTINGS', 'ARCH_KEYS']
@@ -231,14 +232,20 @@ class RepLKNet(BaseModule):
         norm_eval (bool): Keep every BN in eval mode during training (frozen statistics).
         norm_cfg (dict): ``dict(type='BN')`` or ``dict(type='SyncBN')`` plus BN keyword arguments.
         dwconv_impl (str): Large-kernel conv implementation: 'auto', 'triton' or 'torch'.
+        cuda_graph (bool): Replay training forward and backward as CUDA graphs at the first input shape
+            (fixed-size crops: UperNet), which saves the host time of launching every kernel; other
+            shapes, eval mode and CPU inputs run eagerly (:class:`~replk_mm.models.cuda_graph.GraphedTraining`).
         init_cfg (dict | list[dict], optional): mmengine initialisation config.
     """
 
     def __init__(self, arch='31B', in_channels=3, out_indices=(0, 1, 2, 3), drop_path_rate=0.3,
                  small_kernel_merged=False, norm_intermediate_features=False, with_cp=False,
                  frozen_stages=-1, norm_eval=False, norm_cfg=dict(type='BN'), dwconv_impl='auto',
-                 init_cfg=None):
+                 cuda_graph=False, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        if cuda_graph and with_cp:
+            raise ValueError('with_cp=True and cuda_graph=True exclude each other: checkpointing recomputes the '
+                             'forward in the backward, which a captured graph cannot; turn one of them off')
         self.arch_settings = resolve_arch(arch)
         out_indices = tuple(out_indices) if isinstance(out_indices, (list, tuple)) else (out_indices, )
         if not out_indices or any(not isinstance(i, int) or not 0 <= i <= 3 for i in out_indices):
@@ -278,8 +285,14 @@ class RepLKNet(BaseModule):
                     ConvBN(channels[i + 1], channels[i + 1], 3, norm_layer, stride=2,
                            groups=channels[i + 1], relu=True)))
         self._freeze_stages()
+        self.cuda_graphs = GraphedTraining() if cuda_graph else None
 
     def forward(self, x):
+        if self.cuda_graphs is not None:
+            return self.cuda_graphs(self, self._forward, x)
+        return self._forward(x)
+
+    def _forward(self, x):
         x = self.stem[0](x)
         for layer in self.stem[1:]:
             x = cp.checkpoint(layer, x, use_reentrant=False) if self.with_cp and x.requires_grad else layer(x)
@@ -327,6 +340,8 @@ class RepLKNet(BaseModule):
 
     def switch_to_deploy(self):
         """Merge every large-kernel branch into one KxK conv (eval-mode equivalent); idempotent."""
+        if self.cuda_graphs is not None:
+            self.cuda_graphs.clear()
         for module in self.modules():
             if isinstance(module, ReparamLargeKernelConv):
                 module.switch_to_deploy()

@@ -1,0 +1,115 @@
+"""RepLKNet(cuda_graph=True): eager where graphs cannot serve, and on a GPU the same training steps as eager."""
+import copy
+
+import pytest
+import torch
+
+from replk_mm import RepLKNet
+
+from conftest import TINY_ARCH
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA graphs need a GPU')
+
+
+def twins(**kwargs):
+    """A graphed model and an eager one with the same weights (no drop path: its random draws differ)."""
+    torch.manual_seed(0)
+    eager = RepLKNet(arch=TINY_ARCH, drop_path_rate=0.0, **kwargs)
+    graphed = RepLKNet(arch=TINY_ARCH, drop_path_rate=0.0, cuda_graph=True, **kwargs)
+    graphed.load_state_dict(eager.state_dict())
+    return graphed, eager
+
+
+def loss_of(outputs):
+    return sum(out.float().square().mean() * (i + 1) for i, out in enumerate(outputs))
+
+
+def test_cuda_graph_and_with_cp_exclude_each_other():
+    with pytest.raises(ValueError, match='with_cp=True and cuda_graph=True'):
+        RepLKNet(arch=TINY_ARCH, with_cp=True, cuda_graph=True)
+
+
+def test_cpu_calls_run_eagerly():
+    graphed, eager = twins()
+    x = torch.randn(2, 3, 64, 64)
+    for model in (graphed, eager):
+        loss_of(model(x)).backward()
+    assert graphed.cuda_graphs.captured == {}
+    for (name, param), other in zip(graphed.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(param.grad, other.grad, rtol=0, atol=0, msg=name)
+
+
+def test_deep_copy_starts_without_graphs():
+    """An EMA or deploy copy must not share (or try to copy) the original's captured graphs."""
+    model = RepLKNet(arch=TINY_ARCH, cuda_graph=True)
+    model.cuda_graphs.captured['key'] = object()
+    copied = copy.deepcopy(model)
+    assert copied.cuda_graphs is not model.cuda_graphs and copied.cuda_graphs.captured == {}
+    assert list(model.cuda_graphs.captured) == ['key']
+    model.switch_to_deploy()
+    assert model.cuda_graphs.captured == {}
+
+
+def train_steps(model, inputs, autocast_dtype, accumulate=1):
+    """SGD steps on ``inputs``; each step sums the gradients of ``accumulate`` backward passes."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for x in inputs:
+        optimizer.zero_grad()
+        for _ in range(accumulate):
+            with torch.autocast('cuda', dtype=autocast_dtype or torch.float16, enabled=autocast_dtype is not None):
+                loss = loss_of(model(x))
+            loss.backward()
+            losses.append(loss.item())
+        optimizer.step()
+    return losses
+
+
+def assert_same_state(graphed, eager, rtol, atol):
+    for (name, tensor), other in zip(graphed.state_dict().items(), eager.state_dict().values()):
+        torch.testing.assert_close(tensor, other, rtol=rtol, atol=atol, msg=name)
+
+
+@cuda
+@pytest.mark.parametrize('autocast_dtype', [None, torch.bfloat16])
+def test_graphed_training_steps_match_eager(autocast_dtype):
+    """Three steps (the first captures) and then a step at a new shape, which runs eagerly with a warning:
+    the same losses, weights and BN statistics as eager steps, and one capture."""
+    torch.backends.cudnn.allow_tf32 = False  # both models' convs in full float32
+    graphed, eager = (model.cuda().train() for model in twins())
+    inputs = [torch.randn(2, 3, 64, 96, device='cuda') for _ in range(3)]
+    tol = dict(rtol=1e-4, atol=1e-5) if autocast_dtype is None else dict(rtol=2e-2, atol=2e-3)
+    losses = train_steps(graphed, inputs, autocast_dtype)
+    torch.testing.assert_close(losses, train_steps(eager, inputs, autocast_dtype), **tol)
+    assert_same_state(graphed, eager, **tol)
+    assert len(graphed.cuda_graphs.captured) == 1
+    assert graphed.stem[0].bn.num_batches_tracked.item() == 3  # warm-up passes left no trace
+
+    other_shape = [torch.randn(2, 3, 64, 64, device='cuda')]
+    with pytest.warns(UserWarning, match=r'input shape \(2, 3, 64, 64\) is not one of the 1 captured'):
+        graphed_loss = train_steps(graphed, other_shape, autocast_dtype)
+    torch.testing.assert_close(graphed_loss, train_steps(eager, other_shape, autocast_dtype), **tol)
+    graphed.eval(), eager.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(graphed(inputs[0]), eager(inputs[0]), **tol)
+
+
+@cuda
+def test_graphed_gradients_accumulate():
+    """Two backward passes per step add up, as in eager mode (the graph's gradient buffers are not kept as .grad)."""
+    torch.backends.cudnn.allow_tf32 = False
+    graphed, eager = (model.cuda().train() for model in twins())
+    inputs = [torch.randn(2, 3, 64, 64, device='cuda') for _ in range(2)]
+    torch.testing.assert_close(train_steps(graphed, inputs, None, accumulate=2),
+                               train_steps(eager, inputs, None, accumulate=2), rtol=1e-4, atol=1e-5)
+    assert_same_state(graphed, eager, rtol=1e-4, atol=1e-5)
+
+
+@cuda
+def test_frozen_after_capture_is_refused():
+    graphed, _ = twins()
+    graphed.cuda().train()
+    train_steps(graphed, [torch.randn(1, 3, 64, 64, device='cuda')], None)
+    graphed.stem[0].conv.weight.requires_grad_(False)
+    with pytest.raises(RuntimeError, match='frozen or unfrozen after the CUDA graphs were captured'):
+        graphed(torch.randn(1, 3, 64, 64, device='cuda'))
