@@ -443,14 +443,8 @@ if triton is not None:
     @triton.jit(do_not_specialize=['N', 'C', 'H', 'W_BY_ALIGN', 'T_PER_PROG'])
     def _wgrad_kernel(x_ptr, gy_ptr, gw_ptr, N, C, H, W_BY_ALIGN, T_PER_PROG, K: tl.constexpr, PRECISION: tl.constexpr,
                       UPCAST: tl.constexpr, KP: tl.constexpr, BLOCK_T: tl.constexpr, ALIGN: tl.constexpr):
-        """gw[c] += X_s[kh, t] @ GY_s[t, kw] over this program's slice of t = (n, h, i).
-
-        The masks are tile-sized and cost more than the products: each is one add and one unsigned
-        compare per element. Padding taps (k >= K) and positions past the slice get a shift no map
-        position reaches, so the same compare masks them.
-        """
+        """gw[c] += X_s[kh, t] @ GY_s[t, kw] over this program's slice of t = (n, h, i)."""
         P: tl.constexpr = K // 2
-        FAR: tl.constexpr = 1 << 29
         W = W_BY_ALIGN * ALIGN
         HW = H * W
         c = tl.program_id(0)
@@ -458,24 +452,21 @@ if triton is not None:
         t_start = tl.multiple_of(tl.program_id(1) * T_PER_PROG, BLOCK_T)
         t_end = tl.minimum(t_start + T_PER_PROG, total)
         k = tl.arange(0, KP)
-        row_shift = tl.where(k < K, k - P, FAR)  # kh - p
-        col_shift = tl.where(k < K, P - k, FAR)  # p - kw
         acc = tl.zeros((KP, KP), dtype=tl.float32)
         for t0 in range(t_start, t_end, BLOCK_T):
             t = t0 + tl.arange(0, BLOCK_T)
             n = t // HW
             hw = t - n * HW
-            h = hw // W
-            t_ok = t < t_end
             base = (n * C + c) * HW + hw
-            # X_s[kh, t] = x[n, c, h + kh - p, i]: in the image iff its row is.
-            rows = tl.where(t_ok, h, FAR)[None, :] + row_shift[:, None]
-            a = tl.load(x_ptr + base[None, :] + (row_shift * W)[:, None], mask=rows.to(tl.uint32) < H.to(tl.uint32),
-                        other=0.)
+            t_ok = t < t_end
+            # X_s[kh, t] = x[n, c, h + kh - p, i]: in the image iff hw + (kh - p) * W is.
+            shift = hw[None, :] + (k[:, None] - P) * W
+            a_ok = t_ok[None, :] & (shift >= 0) & (shift < HW) & (k[:, None] < K)
+            a = tl.load(x_ptr + base[None, :] + (k[:, None] - P) * W, mask=a_ok, other=0.)
             # GY_s[t, kw] = gy[n, c, h, i - kw + p]
-            cols = tl.where(t_ok, hw - h * W, FAR)[:, None] + col_shift[None, :]
-            b = tl.load(gy_ptr + base[:, None] + col_shift[None, :], mask=cols.to(tl.uint32) < W.to(tl.uint32),
-                        other=0.)
+            col = (hw % W)[:, None] - k[None, :] + P
+            b_ok = t_ok[:, None] & (col >= 0) & (col < W) & (k[None, :] < K)
+            b = tl.load(gy_ptr + base[:, None] + (P - k[None, :]), mask=b_ok, other=0.)
             if UPCAST:
                 a, b = a.to(tl.float32), b.to(tl.float32)
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
