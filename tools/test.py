@@ -1,10 +1,14 @@
 """Test (and evaluate) a segmentor or detector checkpoint, with mmseg/mmdet's flags.
 
-Segmentation prints per-class IoU and mIoU; detection prints COCO bbox/segm AP.
+Segmentation prints per-class IoU and mIoU; detection prints COCO bbox/segm AP. float32 convolutions and
+matrix products on a GPU run without TF32 unless ``--tf32`` is given: PyTorch's default lets convolutions
+(and our kernels, which follow it) round their inputs to TF32, and a GPU then scores a checkpoint differently
+from a CPU (docs/benchmarks.md: Cascade AP 0.743 vs 0.733 with it, 0.733 on both without).
 """
 import argparse
 import sys
 
+import torch
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
@@ -27,6 +31,9 @@ def parse_args():
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
     parser.add_argument('--tta', action='store_true', help='test time augmentation (tta_pipeline, tta_model)')
+    parser.add_argument('--tf32', action='store_true',
+                        help='let float32 convolutions and matrix products on a GPU use TF32: faster, but the '
+                        "scores then differ from a CPU's")
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return parser.parse_args()
 
@@ -47,8 +54,15 @@ def enable_visualization(cfg, args):
             cfg.visualizer['save_dir'] = args.show_dir
 
 
+def set_tf32(enabled):
+    """TF32 for float32 convolutions (cuDNN and replk_mm's kernels) and matrix products on CUDA."""
+    torch.backends.cudnn.allow_tf32 = enabled
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+
+
 def main():
     args = parse_args()
+    set_tf32(args.tf32)
     set_local_rank(args.local_rank)
     try:
         cfg = load_run_config(args.config, args.cfg_options, args.work_dir, args.launcher)

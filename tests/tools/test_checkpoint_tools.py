@@ -262,3 +262,13 @@ def test_deploy_checkpoint_gives_the_same_miou_with_tools_test(tmp_path):
     agreement = np.mean([np.mean(train_maps[k] == deploy_maps[k]) for k in train_maps])
     assert agreement > 0.9999
     assert len(np.unique(np.concatenate([m.ravel() for m in train_maps.values()]))) > 1
+
+
+@pytest.mark.parametrize('flag, expected', [((), False), (('--tf32', ), True)])
+def test_evaluation_without_tf32_unless_asked(monkeypatch, tmp_path, flag, expected):
+    """tools/test.py evaluates in full float32 by default, so that a GPU scores a checkpoint as a CPU does."""
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', not expected)
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', not expected)
+    with pytest.raises(SystemExit, match='missing.pth'):
+        run_main(monkeypatch, 'test', SEG_CONFIG, tmp_path / 'missing.pth', *flag)
+    assert torch.backends.cudnn.allow_tf32 is expected and torch.backends.cuda.matmul.allow_tf32 is expected
