@@ -318,8 +318,10 @@ def measure_inference(models, batches, args, device, autocast, select_proposals)
     for form, model in models.items():
         model.eval()
         reset_peak_memory(device)
-        infer(model, 0)
-        results[form] = dict(inference_peak_memory_mib=peak_memory_mib(device))
+        # The process's first call of this form: kernel compiles (Triton's, for a RepLKNet config only the
+        # first in the process), cuDNN plans, allocator growth.
+        first_ms = time_call(lambda: infer(model, 0), device, 0, 1)[0] * 1e3
+        results[form] = dict(inference_peak_memory_mib=peak_memory_mib(device), inference_process_first_ms=first_ms)
     warmup, first, steady = call_schedule(batches, args)
     timed_pass(warmup)
     first_times, steady_times = timed_pass(first), timed_pass(steady)
@@ -382,8 +384,13 @@ def measure_training(model, cfg, batches, args, device, autocast, amp_dtype, sel
     model.train()
     reset_peak_memory(device)
     warmup, first, steady = call_schedule(batches, args)
-    timed_steps(warmup)
+    # The model's first training step (the first warm-up step): compiles, cuDNN plans, CUDA-graph capture,
+    # optimizer state.
+    process_first = timed_steps(warmup[:1])
+    timed_steps(warmup[1:])
     result = summary(timed_steps(first), args.batch_size, 'train_step_first_call') if first else {}
+    if process_first:
+        result['train_process_first_step_ms'] = process_first[0] * 1e3
     result.update(summary(timed_steps(steady), args.batch_size, 'train_step'))
     result['train_peak_memory_mib'] = peak_memory_mib(device)
     result['train_images_per_s'] = result.pop('train_step_images_per_s')
