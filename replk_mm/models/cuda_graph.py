@@ -82,6 +82,7 @@ class GraphedTraining:
         self.max_shapes = max_shapes
         self.warmup = warmup
         self.captured = {}
+        self.eager_keys = set()  # keys that run eagerly (the reason was warned about once)
         self._warned = set()
 
     def __deepcopy__(self, memo):
@@ -90,6 +91,7 @@ class GraphedTraining:
     def clear(self):
         """Drop every captured graph (the module's structure or storage changed)."""
         self.captured.clear()
+        self.eager_keys.clear()
 
     def eligible(self, module, x):
         """Whether this call may replay: training mode, gradients on, a CUDA input that needs no gradient."""
@@ -103,8 +105,11 @@ class GraphedTraining:
         key = (tuple(x.shape), x.dtype, x.device, autocast, torch.get_autocast_dtype('cuda') if autocast else None)
         pair = self.captured.get(key)
         if pair is None:
+            if key in self.eager_keys:
+                return forward_fn(x)
             reason = self._eager_reason(module, key)
             if reason:
+                self.eager_keys.add(key)
                 if reason not in self._warned:
                     self._warned.add(reason)
                     warnings.warn(f'{type(module).__name__}(cuda_graph=True): {reason}; running eagerly')

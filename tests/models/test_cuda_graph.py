@@ -1,5 +1,6 @@
 """RepLKNet(cuda_graph=True): eager where graphs cannot serve, and on a GPU the same training steps as eager."""
 import copy
+import warnings
 
 import pytest
 import torch
@@ -37,6 +38,24 @@ def test_cpu_calls_run_eagerly():
     assert graphed.cuda_graphs.captured == {}
     for (name, param), other in zip(graphed.named_parameters(), eager.parameters()):
         torch.testing.assert_close(param.grad, other.grad, rtol=0, atol=0, msg=name)
+
+
+def test_shapes_beyond_the_limit_run_eagerly_with_one_warning(monkeypatch):
+    """Past ``max_shapes`` captured shapes a new shape runs eagerly: one warning, then silently."""
+    graphed, eager = twins()
+    graphs = graphed.cuda_graphs
+    monkeypatch.setattr(graphs, 'eligible', lambda module, x: True)  # as if on a GPU
+    graphs.captured[((1, 3, 32, 32), torch.float32, torch.device('cuda', 0), False, None)] = object()
+    x = torch.randn(2, 3, 64, 64)
+    with pytest.warns(UserWarning, match=r'input shape \(2, 3, 64, 64\) is not one of the 1 captured'):
+        first = graphed(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        again = graphed(x)
+    for ours_first, ours_again, theirs in zip(first, again, eager(x)):
+        torch.testing.assert_close(ours_first, theirs, rtol=0, atol=0)
+        torch.testing.assert_close(ours_again, theirs, rtol=0, atol=0)
+    assert len(graphs.captured) == 1
 
 
 def test_deep_copy_starts_without_graphs():
