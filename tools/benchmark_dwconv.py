@@ -42,8 +42,9 @@ CONV_VARIANTS = {  # tried by --tile-sweep besides the default, by the kernel th
     'plane': [dict(block_n=n, num_warps=w, num_stages=s) for n, w, s in
               [(32, 4, 2), (64, 4, 1), (64, 4, 3), (64, 8, 2), (128, 4, 2), (128, 8, 2)]] + [dict(kernel='rows')],
 }
-WGRAD_VARIANTS = [dict(block_t=t, num_warps=w, num_stages=s, waves=v) for t, w, s, v in
-                  [(64, 4, 2, 16), (128, 4, 1, 16), (128, 4, 3, 16), (256, 4, 2, 16), (128, 8, 2, 16), (128, 4, 2, 32)]]
+WGRAD_VARIANTS = ([dict(block_t=t, num_warps=w, num_stages=s, waves=v) for t, w, s, v in [
+    (64, 4, 2, 16), (128, 4, 1, 16), (128, 4, 3, 16), (256, 4, 2, 16), (128, 8, 2, 16), (128, 4, 2, 32)]]
+    + [dict(block_t=t, per_image=True) for t in (64, 128, 256)])  # chunks inside one image
 
 
 def load_ops():

@@ -147,13 +147,19 @@ def conv_config(N, H, W, K, itemsize, kernel=None, block_n=None, block_m=None, b
 
 
 @functools.lru_cache(maxsize=4096)
-def wgrad_config(N, C, H, W, K, itemsize, sms, block_t=128, waves=16, num_warps=4, num_stages=None):
-    """Split of the T = N*H*W reduction: enough programs for ``waves`` per SM, each >= 4 chunks."""
-    chunks = -(-N * H * W // block_t)
+def wgrad_config(N, C, H, W, K, itemsize, sms, block_t=128, waves=16, num_warps=4, num_stages=None,
+                 per_image=False):
+    """Split of the T = N*H*W reduction: enough programs for ``waves`` per SM, each >= 4 chunks of BLOCK_T.
+
+    ``per_image``: every chunk lies inside one image (each image's positions padded to whole chunks), so
+    that the input tile's rows are contiguous and aligned and its loads can be vectorised; a variant for
+    ``tools/benchmark_dwconv.py --tile-sweep`` to weigh against the padding it costs.
+    """
+    chunks = N * -(-H * W // block_t) if per_image else -(-N * H * W // block_t)
     split = max(1, min(-(-waves * sms // C), chunks // 4))
     num_stages = num_stages or (1 if H * W <= 256 else 2 if itemsize == 4 else 3)
     return dict(T_PER_PROG=-(-chunks // split) * block_t, BLOCK_T=block_t, KP=max(16, _pow2(K)),
-                ALIGN=_row_alignment(W, itemsize), num_warps=num_warps, num_stages=num_stages)
+                ALIGN=_row_alignment(W, itemsize), PER_IMAGE=per_image, num_warps=num_warps, num_stages=num_stages)
 
 
 @functools.lru_cache(maxsize=None)
@@ -291,7 +297,8 @@ def _wgrad_launch(shape, K, dtypes, allow_tf32, device, config=None):
     cfg = dict(config or wgrad_config(N, C, H, W, K, dtype.itemsize, num_sms(device)))
     t_per_prog = cfg.pop('T_PER_PROG')
     meta = dict(K=K, PRECISION=_precision(dtype, allow_tf32), UPCAST=INTERPRET and dtype == torch.bfloat16, **cfg)
-    grid = (C, triton.cdiv(N * H * W, t_per_prog), 1)
+    positions = N * triton.cdiv(H * W, cfg['BLOCK_T']) * cfg['BLOCK_T'] if cfg['PER_IMAGE'] else N * H * W
+    grid = (C, triton.cdiv(positions, t_per_prog), 1)
     return _Launch(_wgrad_kernel, grid, (N, C, H, W // cfg['ALIGN'], t_per_prog), meta, (*dtypes, torch.float32))
 
 
@@ -442,23 +449,37 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=['N', 'C', 'H', 'W_BY_ALIGN', 'T_PER_PROG'])
     def _wgrad_kernel(x_ptr, gy_ptr, gw_ptr, N, C, H, W_BY_ALIGN, T_PER_PROG, K: tl.constexpr, PRECISION: tl.constexpr,
-                      UPCAST: tl.constexpr, KP: tl.constexpr, BLOCK_T: tl.constexpr, ALIGN: tl.constexpr):
-        """gw[c] += X_s[kh, t] @ GY_s[t, kw] over this program's slice of t = (n, h, i)."""
+                      UPCAST: tl.constexpr, KP: tl.constexpr, BLOCK_T: tl.constexpr, ALIGN: tl.constexpr,
+                      PER_IMAGE: tl.constexpr):
+        """gw[c] += X_s[kh, t] @ GY_s[t, kw] over this program's slice of t = (n, h, i).
+
+        PER_IMAGE numbers the positions image by image, each image padded to whole BLOCK_T chunks, so
+        that a chunk lies in one image: its input rows are then contiguous and aligned.
+        """
         P: tl.constexpr = K // 2
         W = W_BY_ALIGN * ALIGN
         HW = H * W
+        HW_PADDED = tl.cdiv(HW, BLOCK_T) * BLOCK_T
         c = tl.program_id(0)
-        total = N * HW
+        if PER_IMAGE:
+            total = N * HW_PADDED
+        else:
+            total = N * HW
         t_start = tl.multiple_of(tl.program_id(1) * T_PER_PROG, BLOCK_T)
         t_end = tl.minimum(t_start + T_PER_PROG, total)
         k = tl.arange(0, KP)
         acc = tl.zeros((KP, KP), dtype=tl.float32)
         for t0 in range(t_start, t_end, BLOCK_T):
-            t = t0 + tl.arange(0, BLOCK_T)
-            n = t // HW
-            hw = t - n * HW
+            if PER_IMAGE:
+                n = t0 // HW_PADDED
+                hw = t0 - n * HW_PADDED + tl.arange(0, BLOCK_T)
+                t_ok = hw < HW
+            else:
+                t = t0 + tl.arange(0, BLOCK_T)
+                n = t // HW
+                hw = t - n * HW
+                t_ok = t < t_end
             base = (n * C + c) * HW + hw
-            t_ok = t < t_end
             # X_s[kh, t] = x[n, c, h + kh - p, i]: in the image iff hw + (kh - p) * W is.
             shift = hw[None, :] + (k[:, None] - P) * W
             a_ok = t_ok[None, :] & (shift >= 0) & (shift < HW) & (k[:, None] < K)

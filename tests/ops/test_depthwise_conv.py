@@ -234,16 +234,18 @@ def test_interpreted_plane_image_groups():
     assert_close_to_float64('plane', triton_dwconv.launch_conv(x, w, config=cfg), _shift_sum_reference(x, w), 1e-4)
 
 
-def test_interpreted_weight_grad_split_over_programs():
-    """The weight gradient summed by several programs (atomics), slices crossing image boundaries."""
+@pytest.mark.parametrize('per_image', [False, True])
+def test_interpreted_weight_grad_split_over_programs(per_image):
+    """The weight gradient summed by several programs (atomics), slices crossing image boundaries or
+    (per_image) chunks padded at each image's end."""
     _needs_interpreter()
     from replk_mm.ops import triton_dwconv
     torch.manual_seed(5)
     N, C, H, W, K = 2, 2, 9, 13, 5
     x, gy = torch.randn(N, C, H, W), torch.randn(N, C, H, W)
-    cfg = triton_dwconv.wgrad_config(N, C, H, W, K, 4, sms=1, block_t=16)
+    cfg = triton_dwconv.wgrad_config(N, C, H, W, K, 4, sms=1, block_t=16, per_image=per_image)
     programs = -(-N * H * W // cfg['T_PER_PROG'])
-    assert programs >= 3 and (H * W) % cfg['T_PER_PROG'] != 0
+    assert programs >= 3 and (H * W) % cfg['T_PER_PROG'] != 0 and (H * W) % cfg['BLOCK_T'] != 0
     got = triton_dwconv.launch_weight_grad(x, gy, K, config=cfg)
     want = torch.nn.grad.conv2d_weight(x.double(), (C, 1, K, K), gy.double(), padding=K // 2, groups=C)
     assert_close_to_float64('grad_weight', got, want, 1e-4)
