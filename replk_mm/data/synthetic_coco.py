@@ -89,22 +89,25 @@ def crowd_annotation(rng, size, box, category_id=1):
     return annotation, objects
 
 
-def make_coco(root, num_train=16, num_val=6, size=(128, 128), max_objects=3, seed=0):
+def make_coco(root, num_train=16, num_val=6, size=(128, 128), max_objects=3, seed=0, sizes=None):
     """COCO 2017 layout under ``root``: {train,val}2017/*.jpg and annotations/instances_{train,val}2017.json.
 
-    ``size`` is (height, width). Image 0 of each split is empty, image 1 holds a crowd region.
-    Returns the dataset root.
+    ``size`` is (height, width); ``sizes``, a list of them, gives image i of each split the size
+    ``sizes[i % len(sizes)]`` instead (what whole-image testing meets). Image 0 of each split is empty,
+    image 1 holds a crowd region. Returns the dataset root.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
-    height, width = size
-    min_side, max_side = max(min(size) // 6, 8), max(min(size) // 3, 12)
+    sizes = [tuple(s) for s in sizes] if sizes else [tuple(size)]
     (root / 'annotations').mkdir(parents=True, exist_ok=True)
     image_id, annotation_id = 0, 0
     for split, count in (('train2017', num_train), ('val2017', num_val)):
         (root / split).mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
         for i in range(count):
+            size = sizes[i % len(sizes)]
+            height, width = size
+            min_side, max_side = max(min(size) // 6, 8), max(min(size) // 3, 12)
             image_id += 1
             file_name = f'{image_id:012d}.jpg'
             num_objects = 0 if i == 0 else int(rng.integers(1, max_objects + 1))

@@ -93,3 +93,19 @@ def test_mmdet_coco_dataset_reads_it(coco_root):
     instances = [inst for i in range(len(train)) for inst in train.get_data_info(i)['instances']]
     assert sum(inst['ignore_flag'] for inst in instances) == 1
     assert {inst['bbox_label'] for inst in instances} <= {0, 1, 2}
+
+
+def test_sizes_per_image(tmp_path):
+    """``sizes`` gives each image its own size, cycled; boxes and masks stay inside each image."""
+    sizes = [(96, 128), (128, 80), (72, 144)]
+    root = Path(make_coco(tmp_path, num_train=4, num_val=3, sizes=sizes, seed=3))
+    for split, count in (('train2017', 4), ('val2017', 3)):
+        coco = load(root, split)
+        for i, img in enumerate(coco.dataset['images']):
+            size = sizes[i % len(sizes)]
+            assert (img['height'], img['width']) == size
+            assert cv2.imread(str(root / split / img['file_name'])).shape == (*size, 3)
+            for ann in coco.loadAnns(coco.getAnnIds(imgIds=img['id'])):
+                x, y, w, h = ann['bbox']
+                assert x >= 0 and y >= 0 and x + w <= size[1] and y + h <= size[0]
+                assert coco.annToMask(ann).shape == size
