@@ -41,14 +41,39 @@ def norm_layer_factory(norm_cfg):
     return lambda channels: build_norm_layer(norm_cfg, channels)[1]
 
 
+class PointwiseConv2d(nn.Conv2d):
+    """1x1 conv (no bias) computed as a batched matrix product on NCHW maps.
+
+    cuDNN spends about a millisecond of host time on every input shape it has not seen, for each pass
+    of each conv (its heuristics and execution plan). Multi-scale detection training meets a new shape
+    at nearly every step and RepLKNet-31B has 100 1x1 convs; cuBLAS needs no per-shape set-up. The
+    parameter stays the conv's (out, in, 1, 1), so checkpoints and initialisation are unchanged, and
+    tracers (FLOP counting, ONNX export) see a conv.
+    """
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__(in_channels, out_channels, 1, bias=False)
+
+    def forward(self, x):
+        if torch.jit.is_tracing() or not x.is_contiguous():
+            return super().forward(x)
+        n, _, h, w = x.shape
+        weight = self.weight.flatten(1).expand(n, -1, -1)
+        return torch.bmm(weight, x.view(n, self.in_channels, h * w)).view(n, self.out_channels, h, w)
+
+
 class ConvBN(nn.Sequential):
     """Conv (no bias) + norm, optionally + ReLU; children named ``conv``/``bn`` as released."""
 
     def __init__(self, in_channels, out_channels, kernel_size, norm_layer, stride=1, groups=1,
                  relu=False):
         super().__init__()
-        self.add_module('conv', nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                                          padding=kernel_size // 2, groups=groups, bias=False))
+        if kernel_size == 1 and stride == 1 and groups == 1:
+            conv = PointwiseConv2d(in_channels, out_channels)
+        else:
+            conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2,
+                             groups=groups, bias=False)
+        self.add_module('conv', conv)
         self.add_module('bn', norm_layer(out_channels))
         if relu:
             self.add_module('nonlinear', nn.ReLU())

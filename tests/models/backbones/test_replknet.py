@@ -5,7 +5,7 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from replk_mm import RepLKNet
-from replk_mm.models.backbones.replknet import ReparamLargeKernelConv
+from replk_mm.models.backbones.replknet import PointwiseConv2d, ReparamLargeKernelConv
 
 from conftest import TINY_ARCH, randomize_bn_stats, read_key_list, relative_error
 
@@ -178,3 +178,30 @@ def test_bad_arguments_name_the_argument(kwargs, argument):
 def test_unknown_arch_lists_valid_names():
     with pytest.raises(ValueError, match=r"\['31B', '31L', 'XL'\]"):
         RepLKNet(arch='31X')
+
+
+@pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
+def test_pointwise_conv_equals_the_1x1_conv_forward_and_backward(memory_format):
+    torch.manual_seed(0)
+    layer = PointwiseConv2d(6, 10).double()
+    x = torch.randn(3, 6, 5, 7, dtype=torch.float64).to(memory_format=memory_format).requires_grad_()
+    grad_y = torch.randn(3, 10, 5, 7, dtype=torch.float64)
+    y = layer(x)
+    y.backward(grad_y)
+    x_ref = x.detach().clone().requires_grad_()
+    weight_ref = layer.weight.detach().clone().requires_grad_()
+    y_ref = torch.nn.functional.conv2d(x_ref, weight_ref)
+    y_ref.backward(grad_y)
+    assert y.shape == (3, 10, 5, 7)
+    for ours, ref in ((y, y_ref), (x.grad, x_ref.grad), (layer.weight.grad, weight_ref.grad)):
+        assert ours.shape == ref.shape
+        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_every_unstrided_1x1_conv_of_the_backbone_is_a_pointwise_conv():
+    model = RepLKNet('31B')
+    pointwise = [name for name, m in model.named_modules() if isinstance(m, PointwiseConv2d)]
+    # four per layer (RepLKBlock and ConvFFN: pw1, pw2 each), the stem's 1x1 and one per transition
+    assert len(pointwise) == 4 * (2 + 2 + 18 + 2) + 1 + 3
+    assert all(isinstance(m, PointwiseConv2d) for m in model.modules()
+               if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1))
