@@ -84,7 +84,9 @@ def depthwise_conv2d(input, weight, bias=None, impl='auto'):
     if resolve_impl(impl, input) == 'triton':
         if torch.compiler.is_compiling():
             return torch.ops.replk_mm.depthwise_conv2d(input, weight, bias)
-        return _EagerDepthwiseConv2d.apply(input, weight, bias)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias)):
+            return _EagerDepthwiseConv2d.apply(input, weight, bias)
+        return _conv_kernels_or_torch(input, weight, bias)  # no gradient will be asked for: no autograd node
     return F.conv2d(input, weight, bias, padding=weight.shape[-1] // 2, groups=input.shape[1])
 
 
@@ -109,12 +111,14 @@ _LIB.define('depthwise_conv2d(Tensor input, Tensor weight, Tensor? bias) -> Tens
 _LIB.define('depthwise_conv2d_weight_grad(Tensor input, Tensor grad_output, int kernel_size) -> Tensor')
 
 
-def _conv_kernels_or_torch(input, weight, bias, flip=False):
-    """The op's implementation; ``flip`` (eager calls only) turns the kernel 180 degrees."""
+def _conv_kernels_or_torch(input, weight, bias, flip=False, backward=False):
+    """The op's implementation; eager calls only: ``flip`` turns the kernel 180 degrees, ``backward`` says
+    that gradients will follow."""
     x = input.contiguous()
     kernel_size = weight.shape[-1]
     if triton_dwconv.supports(x, kernel_size, weight.device):  # the kernels cast weight and bias themselves
-        return triton_dwconv.launch_conv(x, weight.contiguous(), None if bias is None else bias.contiguous(), flip)
+        return triton_dwconv.launch_conv(x, weight.contiguous(), None if bias is None else bias.contiguous(), flip,
+                                         backward=backward)
     w = (weight.flip((-2, -1)) if flip else weight).to(x.dtype)
     b = None if bias is None else bias.to(x.dtype)
     return F.conv2d(x, w, b, padding=kernel_size // 2, groups=x.shape[1]).contiguous()
@@ -200,7 +204,7 @@ class _EagerDepthwiseConv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, weight, bias):
         _setup_context(ctx, (input, weight, bias), None)
-        return _conv_kernels_or_torch(input, weight, bias)
+        return _conv_kernels_or_torch(input, weight, bias, backward=any(ctx.needs_input_grad[:2]))
 
     @staticmethod
     def backward(ctx, grad_output):

@@ -37,7 +37,12 @@ All products accumulate in fp32. float32 operands go through the tensor cores as
 """
 import contextlib
 import functools
+import json
 import os
+import subprocess
+import sys
+import tempfile
+import time
 import warnings
 
 import torch
@@ -179,13 +184,14 @@ class _Launch:
     does not give (Triton drops it). ``pointer_dtypes`` are the dtypes of the tensor arguments, part of
     what Triton compiles, so a plan is made for given dtypes.
     """
-    __slots__ = ('kernel', 'grid', 'sizes', 'meta', 'pointer_dtypes', 'compiled', 'args_after_pointers')
+    __slots__ = ('kernel', 'grid', 'sizes', 'meta', 'pointer_dtypes', 'variant', 'compiled', 'args_after_pointers')
 
     def __init__(self, kernel, grid, sizes, meta, pointer_dtypes):
         self.kernel, self.grid, self.sizes, self.meta = kernel, grid, sizes, meta
         self.pointer_dtypes = pointer_dtypes
         self.compiled = self.args_after_pointers = None
-        variants.add((kernel.__name__, tuple(map(str, pointer_dtypes)), tuple(sorted(meta.items()))))
+        self.variant = (kernel.__name__, tuple(map(str, pointer_dtypes)), tuple(sorted(meta.items())))
+        variants.add(self.variant)
 
     def __call__(self, device, pointers):
         """Launch on ``pointers`` (tensors of :attr:`pointer_dtypes` on ``device``)."""
@@ -239,8 +245,20 @@ class _Launch:
 
     def compile(self, device):
         """Compile for the plan's dtypes without launching (sizes do not enter what is compiled)."""
-        with _device_guard(device):
-            self.kernel.warmup(*self.pointer_dtypes, *([1] * len(self.sizes)), grid=self.grid, **self.meta)
+        compile_job(self.job(device))
+
+    def job(self, device):
+        """What :meth:`compile` does, as JSON-able data for a compile worker (:func:`compile_job`)."""
+        return dict(kernel=self.kernel.__name__, pointer_dtypes=[str(d).split('.')[-1] for d in self.pointer_dtypes],
+                    num_sizes=len(self.sizes), grid=list(self.grid), meta=self.meta, device=device.index)
+
+
+def compile_job(job):
+    """Compile one :meth:`_Launch.job` (in this process or a compile worker's) into Triton's caches."""
+    kernel = globals()[job['kernel']]
+    with _device_guard(torch.device('cuda', job['device'])):
+        kernel.warmup(*(getattr(torch, name) for name in job['pointer_dtypes']), *([1] * job['num_sizes']),
+                      grid=tuple(job['grid']), **job['meta'])
 
 
 # Whether launches after a plan's first call the compiled kernel directly (:meth:`_Launch.launch_compiled`);
@@ -249,31 +267,109 @@ direct_launch = triton is not None and not INTERPRET and hasattr(triton, 'knobs'
 # Whether the first plan for a (K, dtypes, flip) on a device compiles every size class (CLASS_REPRESENTATIVES) at once.
 precompile_size_classes = True
 _precompiled = set()
+# How many worker processes compile the size classes (0: this process does); unset: this process's share of
+# the machine's cores, at most MAX_COMPILE_WORKERS (each worker holds a CUDA context while it runs).
+COMPILE_WORKERS_ENV = 'REPLK_DWCONV_COMPILE_WORKERS'
+MAX_COMPILE_WORKERS = 8
+COMPILE_WORKERS_TIMEOUT_S = 900
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _precompile(make_plan, device, *args):
-    """On the first call for these plan arguments on a CUDA device, compile ``make_plan``'s plan of every size class."""
+def _precompile(keys, device):
+    """On the first call for any of these plan keys on a CUDA device, compile the plans of every size class.
+
+    ``keys`` are ``(make_plan, *args)``: :func:`_conv_launch` or :func:`_wgrad_launch` and their arguments
+    between the shape and the device. Compiling a batch at once lets worker processes share it.
+    """
     global precompile_size_classes
-    key = (make_plan, device, *args)
-    if INTERPRET or not precompile_size_classes or device.type != 'cuda' or key in _precompiled:
+    keys = [key for key in keys if (key, device) not in _precompiled]
+    if INTERPRET or not precompile_size_classes or device.type != 'cuda' or not keys:
         return
-    _precompiled.add(key)
+    _precompiled.update((key, device) for key in keys)
     try:
-        for N, H, W in CLASS_REPRESENTATIVES:
-            make_plan((N, 1, H, W), *args, device).compile(device)
+        plans = {}
+        for make_plan, *args in keys:
+            for N, H, W in CLASS_REPRESENTATIVES:
+                plan = make_plan((N, 1, H, W), *args, device)
+                plans.setdefault(plan.variant, plan)
+        compile_in_workers(list(plans.values()), device)
+        for plan in plans.values():  # where the workers compiled, Triton's on-disk cache has every kernel
+            plan.compile(device)
     except (AttributeError, TypeError) as exc:  # a Triton without warmup(dtype, ...): compile on first use
         warnings.warn(f'replk_mm.ops: cannot compile size classes ahead ({exc}); each compiles on first use')
         precompile_size_classes = False
 
 
+def compile_workers():
+    """Worker processes for :func:`compile_in_workers`: ``REPLK_DWCONV_COMPILE_WORKERS`` if set, else the
+    cores of this process (over ``LOCAL_WORLD_SIZE`` processes per machine), at most MAX_COMPILE_WORKERS."""
+    value = os.environ.get(COMPILE_WORKERS_ENV)
+    if value is not None:
+        if not value.strip().isdigit():
+            raise ValueError(f'{COMPILE_WORKERS_ENV}: expected a number of compile worker processes (0: none), '
+                             f'got {value!r}')
+        return int(value)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    return min(MAX_COMPILE_WORKERS, cores // max(1, int(os.environ.get('LOCAL_WORLD_SIZE', '1'))))
+
+
+def compile_in_workers(plans, device, workers=None):
+    """Compile ``plans`` in worker processes at once, into Triton's on-disk cache, where this process then finds
+    them: Triton compiles one kernel at a time, about 0.6 s each on an H200 host, and a RepLKNet-31B's first
+    training step needs about 240. Returns the number of workers that succeeded (0: none ran, or one failed
+    and the plans compile in this process as before; then workers stay off for the process).
+    """
+    global _workers_failed
+    workers = min(compile_workers() if workers is None else workers, len(plans) // 2)
+    if workers < 2 or _workers_failed:
+        return 0
+    jobs = [plan.job(device) for plan in plans]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (_PACKAGE_PARENT, os.environ.get('PYTHONPATH')))))
+    with tempfile.TemporaryDirectory(prefix='replk_mm_compile_') as tmp:
+        procs = []
+        for i in range(workers):
+            job_file = os.path.join(tmp, f'jobs{i}.json')
+            with open(job_file, 'w') as f:
+                json.dump(jobs[i::workers], f)
+            with open(os.path.join(tmp, f'worker{i}.log'), 'w') as log:
+                procs.append(subprocess.Popen([sys.executable, '-m', 'replk_mm.ops.compile_worker', job_file],
+                                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env))
+        deadline = time.monotonic() + COMPILE_WORKERS_TIMEOUT_S
+        failed = []
+        for i, proc in enumerate(procs):
+            try:
+                returncode = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                returncode = f'killed after {COMPILE_WORKERS_TIMEOUT_S} s'
+            if returncode != 0:
+                with open(os.path.join(tmp, f'worker{i}.log')) as log:
+                    failed.append(f'worker {i} (exit {returncode}): {log.read()[-1500:]}')
+    if failed:
+        _workers_failed = True
+        warnings.warn(f'replk_mm.ops: a kernel compile worker failed, so this process compiles the kernels itself '
+                      f'(set {COMPILE_WORKERS_ENV}=0 to skip the workers):\n' + '\n'.join(failed))
+        return 0
+    return workers
+
+
+_workers_failed = False
+
+
 @functools.lru_cache(maxsize=4096)
-def _conv_launch(shape, K, dtypes, flip, allow_tf32, device, config=None):
+def _conv_launch(shape, K, dtypes, flip, allow_tf32, device, config=None, backward=False):
     """The :class:`_Launch` of one conv call shape; ``dtypes``: the input's, weight's and bias's (None: no bias).
 
-    Without an explicit config, the first plan for a (K, dtypes, flip) compiles every size class.
+    Without an explicit config, the first plan for a (K, dtypes, flip) compiles every size class, with
+    ``backward`` those of its input and weight gradients too.
     """
     if config is None:
-        _precompile(_conv_launch, device, K, dtypes, flip, allow_tf32)
+        keys = [(_conv_launch, K, dtypes, flip, allow_tf32)]
+        if backward:  # input gradient: this conv turned, on the output gradient (input's dtype), no bias
+            keys += [(_conv_launch, K, (dtypes[0], dtypes[1], None), True, allow_tf32),
+                     (_wgrad_launch, K, (dtypes[0], dtypes[0]), allow_tf32)]
+        _precompile(keys, device)
     N, C, H, W = shape
     dtype, weight_dtype, bias_dtype = dtypes
     cfg = dict(config or conv_config(N, H, W, K, dtype.itemsize))
@@ -294,7 +390,7 @@ def _conv_launch(shape, K, dtypes, flip, allow_tf32, device, config=None):
 def _wgrad_launch(shape, K, dtypes, allow_tf32, device, config=None):
     """The :class:`_Launch` of one weight-gradient call shape; ``dtypes``: the input's and the output gradient's."""
     if config is None:
-        _precompile(_wgrad_launch, device, K, dtypes, allow_tf32)
+        _precompile([(_wgrad_launch, K, dtypes, allow_tf32)], device)
     N, C, H, W = shape
     dtype = dtypes[0]
     cfg = dict(config or wgrad_config(N, C, H, W, K, dtype.itemsize, num_sms(device)))
@@ -305,15 +401,15 @@ def _wgrad_launch(shape, K, dtypes, allow_tf32, device, config=None):
     return _Launch(_wgrad_kernel, grid, (N, C, H, W // cfg['ALIGN'], t_per_prog), meta, (*dtypes, torch.float32))
 
 
-def launch_conv(x, w, bias=None, flip=False, config=None):
+def launch_conv(x, w, bias=None, flip=False, config=None, backward=False):
     """Depthwise conv of contiguous NCHW ``x`` with contiguous ``w`` (C, 1, K, K), turned 180 degrees if ``flip``.
 
     The weight and bias may have any float dtype: the kernels round the weight to x's dtype, as a cast
-    before the call would.
+    before the call would. ``backward``: gradients will follow (their kernels compile with this one's).
     """
     device = x.device
     launch = _conv_launch(x.shape, w.shape[-1], (x.dtype, w.dtype, None if bias is None else bias.dtype), flip,
-                          torch.backends.cudnn.allow_tf32, device, config and _Frozen(config))
+                          torch.backends.cudnn.allow_tf32, device, config and _Frozen(config), backward)
     y = torch.empty_like(x)
     launch(device, (x, w, x if bias is None else bias, y))
     return y

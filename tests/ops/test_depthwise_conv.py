@@ -8,10 +8,12 @@ process started with that variable they run directly.
 """
 import collections
 import itertools
+import json
 import os
 import subprocess
 import sys
 import types
+import warnings
 import zlib
 from pathlib import Path
 
@@ -173,9 +175,14 @@ def test_first_call_compiles_every_size_class(monkeypatch):
     monkeypatch.setattr(triton_dwconv, 'num_sms', lambda device: 132)
     monkeypatch.setattr(triton_dwconv._Launch, 'compile', lambda launch, device: compiled.add(
         (launch.kernel.__name__, launch.pointer_dtypes, tuple(sorted(launch.meta.items())))))
+    batches = []
+    monkeypatch.setattr(triton_dwconv, 'compile_in_workers', lambda plans, device: batches.append(len(plans)))
     triton_dwconv._conv_launch.cache_clear()
     triton_dwconv._wgrad_launch.cache_clear()
     device, K, fp32 = torch.device('cuda', 0), 13, torch.float32
+    # The first forward of a training step compiles its gradients' classes in the same batch.
+    triton_dwconv._conv_launch((2, 8, 30, 40), K, (fp32, fp32, None), False, True, device, None, True)
+    assert batches == [2 * 21 + 6] and len(compiled) == 2 * 21 + 6
     for dtype in (fp32, torch.bfloat16):  # as under autocast: float32 weight and bias
         for N, (H, W) in itertools.product((1, 2, 16, 40, 64), SIZES + MORE_SIZES + [(200, 336), (25, 42)]):
             plans = [triton_dwconv._conv_launch((N, 8, H, W), K, (dtype, fp32, fp32), False, True, device),
@@ -185,8 +192,70 @@ def test_first_call_compiles_every_size_class(monkeypatch):
                 key = (plan.kernel.__name__, plan.pointer_dtypes, tuple(sorted(plan.meta.items())))
                 assert key in compiled, (N, H, W, key)
     # Per dtype: 21 conv classes (3 batch classes x 3 alignments of 'plane', 4 tiles x 3 alignments of 'rows'),
-    # forward (with bias) and input gradient (flipped), and 6 wgrad classes (3 alignments x 2 map sizes).
-    assert len(compiled) == 2 * (2 * 21 + 6)
+    # forward (with bias) and input gradient (flipped), and 6 wgrad classes (3 alignments x 2 map sizes);
+    # the float32 forward without bias of the first batch besides.
+    assert len(compiled) == 2 * (2 * 21 + 6) + 21
+    # Later plans asked for alone: the forward with bias per dtype, bfloat16's input and weight gradients.
+    assert batches[1:] == [21, 21, 21, 6]
+
+
+def _plans_without_precompile(monkeypatch, triton_dwconv):
+    """A 'rows' conv with bias (bf16 input, float32 weight), a 'plane' conv and a weight gradient plan."""
+    monkeypatch.setattr(triton_dwconv, 'precompile_size_classes', False)
+    monkeypatch.setattr(triton_dwconv, 'num_sms', lambda device: 132)
+    device, fp32, bf16 = torch.device('cuda', 0), torch.float32, torch.bfloat16
+    return device, [triton_dwconv._conv_launch((2, 8, 30, 40), 13, (bf16, fp32, fp32), False, True, device),
+                    triton_dwconv._conv_launch((64, 8, 7, 7), 13, (fp32, fp32, None), True, False, device),
+                    triton_dwconv._wgrad_launch((2, 8, 30, 40), 13, (bf16, bf16), True, device)]
+
+
+def test_compile_job_repeats_the_plans_compile_from_json(monkeypatch):
+    """A compile worker gets a plan as JSON and calls Triton's warmup exactly as the plan's own compile would."""
+    pytest.importorskip('triton')
+    if INTERPRET:
+        pytest.skip('runs in the parent process')
+    from replk_mm.ops import triton_dwconv
+    device, plans = _plans_without_precompile(monkeypatch, triton_dwconv)
+    monkeypatch.setattr(torch.cuda, 'current_device', lambda: 0)
+    calls = []
+    for kernel in (triton_dwconv._conv_rows_kernel, triton_dwconv._conv_plane_kernel, triton_dwconv._wgrad_kernel):
+        monkeypatch.setattr(kernel, 'warmup', lambda *args, name=kernel.__name__, **kwargs: calls.append(
+            (name, args, kwargs)))
+    assert [plan.kernel.__name__ for plan in plans] == ['_conv_rows_kernel', '_conv_plane_kernel', '_wgrad_kernel']
+    for plan in plans:
+        triton_dwconv.compile_job(json.loads(json.dumps(plan.job(device))))
+        name, args, kwargs = calls.pop()
+        assert name == plan.kernel.__name__
+        assert args == (*plan.pointer_dtypes, *[1] * len(plan.sizes))
+        assert kwargs == dict(grid=plan.grid, **plan.meta)
+
+
+def test_failed_compile_workers_warn_and_leave_the_compile_to_this_process(monkeypatch):
+    """Workers that cannot compile (no GPU here) cost a warning with their error, and are not started again."""
+    pytest.importorskip('triton')
+    if INTERPRET or torch.cuda.is_available():
+        pytest.skip('needs a machine where the workers fail: no GPU, not interpreting')
+    from replk_mm.ops import triton_dwconv
+    device, plans = _plans_without_precompile(monkeypatch, triton_dwconv)
+    monkeypatch.setattr(triton_dwconv, '_workers_failed', False)
+    with pytest.warns(UserWarning, match=r'compile worker failed(.|\n)*worker 0 \(exit 1\)(.|\n)*(CUDA|cuda)'):
+        assert triton_dwconv.compile_in_workers(plans + plans, device, workers=2) == 0
+    monkeypatch.setattr(subprocess, 'Popen', None)  # a second attempt would fail on this
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert triton_dwconv.compile_in_workers(plans + plans, device, workers=2) == 0
+
+
+def test_compile_workers_setting(monkeypatch):
+    from replk_mm.ops import triton_dwconv
+    monkeypatch.setenv(triton_dwconv.COMPILE_WORKERS_ENV, '0')
+    assert triton_dwconv.compile_workers() == 0
+    monkeypatch.setenv(triton_dwconv.COMPILE_WORKERS_ENV, 'four')
+    with pytest.raises(ValueError, match="REPLK_DWCONV_COMPILE_WORKERS: expected a number .* got 'four'"):
+        triton_dwconv.compile_workers()
+    monkeypatch.delenv(triton_dwconv.COMPILE_WORKERS_ENV)
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '64')  # more processes than cores: none left for workers
+    assert triton_dwconv.compile_workers() == 0
 
 
 def test_interpreted_row_blocks_span_images():
@@ -292,7 +361,8 @@ def test_interpreted_dispatch(monkeypatch):
     from replk_mm.ops import triton_dwconv
     calls = []
     launch = triton_dwconv.launch_conv
-    monkeypatch.setattr(triton_dwconv, 'launch_conv', lambda *args: calls.append(1) or launch(*args))
+    monkeypatch.setattr(triton_dwconv, 'launch_conv',
+                        lambda *args, **kwargs: calls.append(1) or launch(*args, **kwargs))
     set_env_impl(monkeypatch, None)
     x, weight = torch.randn(1, 2, 6, 6), torch.randn(2, 1, 3, 3)
     want = _shift_sum_reference(x, weight)
@@ -332,8 +402,8 @@ def test_eager_call_launches_no_weight_flip_or_cast(monkeypatch):
     from replk_mm.ops import triton_dwconv
     launches = []
 
-    def launch_conv(x, w, bias, flip):
-        launches.append(('conv', w.dtype, flip))
+    def launch_conv(x, w, bias, flip, backward=False):
+        launches.append(('conv', w.dtype, flip, backward))
         return torch.empty_like(x)
 
     def launch_weight_grad(x, gy, K):
@@ -347,7 +417,8 @@ def test_eager_call_launches_no_weight_flip_or_cast(monkeypatch):
     w, b = torch.randn(3, 1, 5, 5, requires_grad=True), torch.randn(3, requires_grad=True)
     with _OpRecorder() as recorder:
         depthwise_conv2d(x, w, b, impl='triton').backward(torch.ones(2, 3, 8, 8, dtype=torch.bfloat16))
-    assert launches == [('conv', torch.float32, False), ('conv', torch.float32, True),
+    # The forward says that gradients follow, so that their kernels compile with its own.
+    assert launches == [('conv', torch.float32, False, True), ('conv', torch.float32, True, False),
                         ('wgrad', torch.bfloat16, torch.bfloat16)]
     assert not {'aten.flip', 'aten._to_copy', 'aten.copy_'} & set(recorder.ops), recorder.ops
     assert x.grad.dtype == torch.bfloat16 and w.grad.dtype == b.grad.dtype == torch.float32
@@ -568,3 +639,19 @@ def test_bad_args_raise(kwargs, name):
 def test_module_rejects_bad_impl():
     with pytest.raises(ValueError, match='impl'):
         DepthwiseConv2d(4, 5, impl='fast')
+
+
+def test_only_calls_that_will_get_gradients_ask_for_their_kernels(monkeypatch):
+    """``backward`` (compile the gradients' kernels with the forward's) only where autograd will need them:
+    not under no_grad, not for tensors that need no gradient."""
+    from replk_mm.ops import triton_dwconv
+    asked = []
+    monkeypatch.setattr(triton_dwconv, 'supports', lambda input, kernel_size, weight_device=None: True)
+    monkeypatch.setattr(triton_dwconv, 'launch_conv', lambda x, w, bias, flip, backward=False: asked.append(
+        backward) or torch.zeros_like(x))
+    x, w = torch.randn(1, 2, 6, 6), torch.randn(2, 1, 3, 3, requires_grad=True)
+    with torch.no_grad():
+        assert not depthwise_conv2d(x, w, impl='triton').requires_grad
+    assert not depthwise_conv2d(x, w.detach(), impl='triton').requires_grad
+    assert depthwise_conv2d(x, w, impl='triton').requires_grad
+    assert asked == [False, False, True]
