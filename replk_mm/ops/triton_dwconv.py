@@ -110,10 +110,12 @@ def size_class(H, W, itemsize=4):
     return 'rows', max(16, _pow2(W)), align
 
 
-# One (N, H, W) of every size class (and of both weight-gradient classes): the first call for a kernel
-# size and dtype compiles them all, so that no later map size waits for a compile.
-# Widths w, w - 4 and w - 2 with w a multiple of 8 give every alignment class of 4- and 2-byte dtypes.
+# One (N, H, W) of every size class (and of the weight gradient's map-size classes): the first call for a
+# kernel size and dtype compiles them all, so that no later map size waits for a compile.
+# Widths w, w - 4 and w - 2 with w a multiple of 8 give every alignment class of 4- and 2-byte dtypes;
+# the maps of 132-144 pixels the weight gradient's per-image classes of 2-byte dtypes (W 16, 12 and 13).
 CLASS_REPRESENTATIVES = ([(n, 7, s) for n in (16, 32, 64) for s in (7, 8, 4, 2)]
+                         + [(16, 9, 16), (16, 11, 12), (16, 11, 13)]
                          + [(1, 32, w - d) for w in (16, 32, 64, 96) for d in (1, 0, 4, 2)])
 
 
@@ -158,11 +160,12 @@ def wgrad_config(N, C, H, W, K, itemsize, sms, block_t=128, waves=16, num_warps=
 
     ``per_image``: every chunk lies inside one image (each image's positions padded to whole chunks), so
     that the input tile's rows are contiguous and aligned and its loads can be vectorised. By default on
-    maps of more than 256 pixels, where the padding is small: there it took 25-38% off the weight
-    gradient at 56x56 and 128x128 and 7-24% at 28x28 (H200, dwconv run 6), while at 7x7 (161% padding)
-    it doubled the time and at 14x14 it was 13% slower in fp32 (30% faster in bf16).
+    maps of more than 256 pixels, where the padding is small, and for 2-byte dtypes on maps of more than
+    128: that took 25-38% off the weight gradient at 56x56 and 128x128, 7-24% at 28x28 and 30% at bf16
+    14x14 (H200, dwconv run 6), while at 7x7 (161% padding) it doubled the time and at fp32 14x14 it was
+    13% slower.
     """
-    per_image = H * W > 256 if per_image is None else per_image
+    per_image = H * W > (256 if itemsize == 4 else 128) if per_image is None else per_image
     chunks = N * -(-H * W // block_t) if per_image else -(-N * H * W // block_t)
     split = max(1, min(-(-waves * sms // C), chunks // 4))
     num_stages = num_stages or (1 if H * W <= 256 else 2 if itemsize == 4 else 3)
