@@ -13,7 +13,9 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['replk_mm'], allow_failed_imports=False)
+# replk_mm.models.mixed_precision: under --amp / --amp-dtype the detections are decoded and NMS-filtered in
+# float32 (mmcv 2.1.0's NMS reads float32 boxes only); in float32 the head is mmdet's FCOSHead.
+custom_imports = dict(imports=['replk_mm', 'replk_mm.models.mixed_precision'], allow_failed_imports=False)
 # Lets mmdet's own tools load mmengine checkpoints with torch.load(weights_only=True) (--resume, load_from).
 custom_hooks = [dict(type='MMEngineCheckpointLoadingHook')]
 
@@ -34,7 +36,7 @@ model = dict(
     neck=dict(type='FPN', in_channels=[128, 256, 512, 1024], out_channels=256, start_level=1,
               add_extra_convs='on_output', num_outs=5, relu_before_extra_convs=True),
     bbox_head=dict(
-        type='FCOSHead',
+        type='FP32PredictionFCOSHead',
         num_classes=80,
         in_channels=256,
         stacked_convs=4,

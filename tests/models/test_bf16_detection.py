@@ -22,11 +22,12 @@ from mmengine.runner import Runner
 from mmengine.runner.amp import autocast
 
 from replk_mm.data import make_coco
-from replk_mm.models.mixed_precision import FP32ProposalRPNHead, FP32RoIExtractor
+from replk_mm.models.mixed_precision import FP32PredictionFCOSHead, FP32ProposalRPNHead, FP32RoIExtractor
 
 from conftest import PROJECT_ROOT, run_main
 
 TINY_CONFIG = PROJECT_ROOT / 'configs' / 'cascade_mask_rcnn_replknet_tiny_synthetic_coco.py'
+TINY_FCOS_CONFIG = PROJECT_ROOT / 'configs' / 'fcos_replknet_tiny_synthetic_coco.py'
 # What the detection configs set for mixed precision (the tiny config may not have it yet).
 MIXED_PRECISION_TYPES = {'model.rpn_head.type': 'FP32ProposalRPNHead',
                          'model.roi_head.bbox_roi_extractor.type': 'FP32RoIExtractor',
@@ -38,8 +39,8 @@ def coco_root(tmp_path_factory):
     return make_coco(tmp_path_factory.mktemp('synthetic_coco'), num_train=4, num_val=2)
 
 
-def train_config(monkeypatch, work_dir, coco_root, *flags, types=MIXED_PRECISION_TYPES):
-    """The config that tools/train.py hands to mmengine's Runner for these flags and model ``types``
+def train_config(monkeypatch, work_dir, coco_root, *flags, types=MIXED_PRECISION_TYPES, config=TINY_CONFIG):
+    """The config that tools/train.py hands to mmengine's Runner for ``config``, these flags and model ``types``
     ({config key: type}); the Runner is not run."""
     handed = []
 
@@ -50,7 +51,7 @@ def train_config(monkeypatch, work_dir, coco_root, *flags, types=MIXED_PRECISION
     monkeypatch.setattr(Runner, 'from_cfg', staticmethod(from_cfg))
     options = [f'{split}_dataloader.dataset.data_root={coco_root}/' for split in ('train', 'val', 'test')]
     options += [f'{key}={value}' for key, value in types.items()]
-    run_main(monkeypatch, 'train', TINY_CONFIG, '--work-dir', work_dir, *flags, '--cfg-options', *options)
+    run_main(monkeypatch, 'train', config, '--work-dir', work_dir, *flags, '--cfg-options', *options)
     (cfg, ) = handed
     return cfg
 
@@ -224,3 +225,55 @@ def test_fp32_roi_extractor_pools_half_features_at_float32_boxes(dtype):
     assert not torch.equal(out[0], reference(float_feats, rois.to(dtype).float()).to(dtype)[0])
     out.float().sum().backward()
     assert all(f.grad.dtype == dtype and f.grad.abs().sum() > 0 for f in feats)
+
+
+
+def test_fcos_bf16_training_step_and_inference(monkeypatch, tmp_path, coco_root):
+    """The tiny FCOS config under bf16 autocast: a training step in bf16, detections in float32."""
+    cfg = train_config(monkeypatch, tmp_path, coco_root, '--amp-dtype', 'bfloat16', types={}, config=TINY_FCOS_CONFIG)
+    model, optim_wrapper, batch = build_for_training(monkeypatch, cfg)
+    assert isinstance(model.bbox_head, FP32PredictionFCOSHead)
+    dtypes = record_output_dtypes({'backbone': model.backbone, 'neck': model.neck,
+                                   'bbox_head': model.bbox_head.conv_cls})
+    log_vars = model.train_step(batch, optim_wrapper)
+    assert dtypes == dict.fromkeys(dtypes, {torch.bfloat16}), dtypes
+    losses = {k: v.item() for k, v in log_vars.items() if 'loss' in k}
+    assert {'loss_cls', 'loss_bbox', 'loss_centerness'} <= set(losses)
+    assert all(math.isfinite(v) for v in losses.values()), losses
+
+    model.eval()
+    batch = next(iter(Runner.build_dataloader(cfg.val_dataloader, seed=0)))
+    with torch.no_grad(), autocast(dtype=torch.bfloat16):
+        results = model.test_step(batch)
+    for sample, result in zip(batch['data_samples'], results):
+        pred = result.pred_instances
+        assert pred.bboxes.dtype == torch.float32 and 0 < len(pred) <= cfg.model.test_cfg.max_per_img
+        height, width = sample.ori_shape
+        assert torch.isfinite(pred.bboxes).all() and (pred.bboxes[:, 2:] <= torch.tensor([width, height])).all()
+
+
+def test_fp32_prediction_fcos_head_keeps_point_coordinates_under_bf16():
+    """mmdet's FCOSHead makes its points in the class scores' dtype: under bf16 autocast a point at x = 1044
+    becomes 1040 (bf16 steps by 8 past 1024) and so does every box around it. Ours decodes in float32."""
+    init_default_scope('mmdet')
+    cfg = dict(num_classes=3, in_channels=8, feat_channels=8, stacked_convs=1, strides=[8],
+               norm_cfg=dict(type='GN', num_groups=4, requires_grad=True),
+               test_cfg=ConfigDict(nms_pre=1000, min_bbox_size=0, score_thr=0.05,
+                                   nms=dict(type='nms', iou_threshold=0.5), max_per_img=1))
+    mmdet_head = MODELS.build(dict(cfg, type='FCOSHead'))
+    fp32_head = MODELS.build(dict(cfg, type='FP32PredictionFCOSHead'))
+    # One confident class-1 point, at row 3 and column 130 of the stride-8 map: centre (28, 1044); every
+    # point predicts distances of 10 pixels to the four sides (mmdet's head returns them in float32).
+    cls_scores = torch.full((1, 3, 8, 168), -10.)
+    cls_scores[0, 1, 3, 130] = 10.
+    distances, centerness = torch.full((1, 4, 8, 168), 10.), torch.full((1, 1, 8, 168), 10.)
+    metas = [dict(img_shape=(64, 1344), scale_factor=(1., 1.))]
+    outs = ([cls_scores.bfloat16()], [distances], [centerness.bfloat16()])
+
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        (mmdet_pred, ) = mmdet_head.predict_by_feat(*outs, batch_img_metas=metas)
+        (fp32_pred, ) = fp32_head.predict_by_feat(*outs, batch_img_metas=metas)
+
+    assert fp32_pred.labels.tolist() == mmdet_pred.labels.tolist() == [1]
+    assert fp32_pred.bboxes.tolist() == [[1034., 18., 1054., 38.]]
+    assert mmdet_pred.bboxes.tolist() == [[1030., 18., 1050., 38.]]
