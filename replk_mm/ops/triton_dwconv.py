@@ -275,6 +275,7 @@ _precompiled = set()
 COMPILE_WORKERS_ENV = 'REPLK_DWCONV_COMPILE_WORKERS'
 MAX_COMPILE_WORKERS = 8
 COMPILE_WORKERS_TIMEOUT_S = 900
+_workers_failed = False  # set for the process once a worker failed
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -319,8 +320,8 @@ def compile_workers():
 def compile_in_workers(plans, device, workers=None):
     """Compile ``plans`` in worker processes at once, into Triton's on-disk cache, where this process then finds
     them: Triton compiles one kernel at a time, about 0.6 s each on an H200 host, and a RepLKNet-31B's first
-    training step needs about 240. Returns the number of workers that succeeded (0: none ran, or one failed
-    and the plans compile in this process as before; then workers stay off for the process).
+    training step needs about 240. Returns the number of workers that ran (0: none ran, or one failed and the
+    plans compile in this process as before; then workers stay off for the process).
     """
     global _workers_failed
     workers = min(compile_workers() if workers is None else workers, len(plans) // 2)
@@ -355,9 +356,6 @@ def compile_in_workers(plans, device, workers=None):
                       f'(set {COMPILE_WORKERS_ENV}=0 to skip the workers):\n' + '\n'.join(failed))
         return 0
     return workers
-
-
-_workers_failed = False
 
 
 @functools.lru_cache(maxsize=4096)
