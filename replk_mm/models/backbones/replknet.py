@@ -48,14 +48,14 @@ class PointwiseConv2d(nn.Conv2d):
     of each conv (its heuristics and execution plan). Multi-scale detection training meets a new shape
     at nearly every step and RepLKNet-31B has 100 1x1 convs; cuBLAS needs no per-shape set-up. The
     parameter stays the conv's (out, in, 1, 1), so checkpoints and initialisation are unchanged, and
-    tracers (FLOP counting, ONNX export) see a conv.
+    tracers and exporters (FLOP counting, ONNX) see a conv.
     """
 
     def __init__(self, in_channels, out_channels):
         super().__init__(in_channels, out_channels, 1, bias=False)
 
     def forward(self, x):
-        if torch.jit.is_tracing() or not x.is_contiguous():
+        if torch.jit.is_tracing() or torch.compiler.is_exporting() or not x.is_contiguous():
             return super().forward(x)
         n, _, h, w = x.shape
         weight = self.weight.flatten(1).expand(n, -1, -1)
