@@ -156,7 +156,8 @@ def conv_config(N, H, W, K, itemsize, kernel=None, block_n=None, block_m=None, b
 @functools.lru_cache(maxsize=4096)
 def wgrad_config(N, C, H, W, K, itemsize, sms, block_t=128, waves=16, num_warps=4, num_stages=None,
                  per_image=None):
-    """Split of the T = N*H*W reduction: enough programs for ``waves`` per SM, each >= 4 chunks of BLOCK_T.
+    """Split of the T = N*H*W reduction: enough programs for ``waves`` per SM, each >= 4 chunks of BLOCK_T
+    (PROGRAMS programs per channel, T_PER_PROG positions each).
 
     ``per_image``: every chunk lies inside one image (each image's positions padded to whole chunks), so
     that the input tile's rows are contiguous and aligned and its loads can be vectorised. By default on
@@ -168,9 +169,11 @@ def wgrad_config(N, C, H, W, K, itemsize, sms, block_t=128, waves=16, num_warps=
     per_image = H * W > (256 if itemsize == 4 else 128) if per_image is None else per_image
     chunks = N * -(-H * W // block_t) if per_image else -(-N * H * W // block_t)
     split = max(1, min(-(-waves * sms // C), chunks // 4))
+    chunks_per_program = -(-chunks // split)
     num_stages = num_stages or (1 if H * W <= 256 else 2 if itemsize == 4 else 3)
-    return dict(T_PER_PROG=-(-chunks // split) * block_t, BLOCK_T=block_t, KP=max(16, _pow2(K)),
-                ALIGN=_row_alignment(W, itemsize), PER_IMAGE=per_image, num_warps=num_warps, num_stages=num_stages)
+    return dict(PROGRAMS=-(-chunks // chunks_per_program), T_PER_PROG=chunks_per_program * block_t,
+                BLOCK_T=block_t, KP=max(16, _pow2(K)), ALIGN=_row_alignment(W, itemsize), PER_IMAGE=per_image,
+                num_warps=num_warps, num_stages=num_stages)
 
 
 @functools.lru_cache(maxsize=None)
@@ -395,10 +398,9 @@ def _wgrad_launch(shape, K, dtypes, allow_tf32, device, config=None):
     N, C, H, W = shape
     dtype = dtypes[0]
     cfg = dict(config or wgrad_config(N, C, H, W, K, dtype.itemsize, num_sms(device)))
-    t_per_prog = cfg.pop('T_PER_PROG')
+    t_per_prog, programs = cfg.pop('T_PER_PROG'), cfg.pop('PROGRAMS')
     meta = dict(K=K, PRECISION=_precision(dtype, allow_tf32), UPCAST=INTERPRET and dtype == torch.bfloat16, **cfg)
-    positions = N * triton.cdiv(H * W, cfg['BLOCK_T']) * cfg['BLOCK_T'] if cfg['PER_IMAGE'] else N * H * W
-    grid = (C, triton.cdiv(positions, t_per_prog), 1)
+    grid = (C, programs, 1)
     return _Launch(_wgrad_kernel, grid, (N, C, H, W // cfg['ALIGN'], t_per_prog), meta, (*dtypes, torch.float32))
 
 
