@@ -14,8 +14,11 @@ custom_imports = dict(imports=['replk_mm', 'replk_mm.models.heads'], allow_faile
 # Lets mmseg's own tools load mmengine checkpoints with torch.load(weights_only=True) (--resume, load_from).
 custom_hooks = [dict(type='MMEngineCheckpointLoadingHook')]
 
-# SyncBN for the multi-GPU recipe; a single-process run falls back to plain BN by itself.
-norm_cfg = dict(type='SyncBN', requires_grad=True)
+# SyncBN for the multi-GPU recipe, in a form whose forward does not wait for the GPU in every layer as PyTorch's
+# does (replk_mm.models.sync_bn; same results); a single-process run falls back to plain BN by itself. PyTorch's:
+#   --cfg-options model.backbone.norm_cfg.type=SyncBN model.decode_head.norm_cfg.type=SyncBN
+#                 model.auxiliary_head.norm_cfg.type=SyncBN
+norm_cfg = dict(type='SyncBatchNormWithoutHostSync', requires_grad=True)
 model = dict(
     pretrained=None,
     backbone=dict(
@@ -27,9 +30,9 @@ model = dict(
         with_cp=True,  # the official use_checkpoint=True; configs whose memory was measured turn it off
         norm_cfg=norm_cfg),
     decode_head=dict(type='FastUPerHead', in_channels=[128, 256, 512, 1024], channels=512, pool_scales=(1, 2, 3, 6),
-                     num_classes=150, align_corners=False),
+                     num_classes=150, align_corners=False, norm_cfg=norm_cfg),
     auxiliary_head=dict(type='FastFCNHead', in_channels=512, in_index=2, channels=256, num_classes=150,
-                        align_corners=False, loss_decode=dict(loss_weight=0.4)))
+                        align_corners=False, norm_cfg=norm_cfg, loss_decode=dict(loss_weight=0.4)))
 
 # AdamW, no weight decay on norms; linear warm-up then poly decay to 0 (the official lr_config). Parameters of
 # equal settings share one AdamW group (2 groups instead of mmengine's one per parameter; same updates).

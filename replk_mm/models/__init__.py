@@ -1,3 +1,4 @@
 from .backbones import RepLKNet
+from .sync_bn import SyncBatchNormWithoutHostSync
 
-__all__ = ['RepLKNet']
+__all__ = ['RepLKNet', 'SyncBatchNormWithoutHostSync']

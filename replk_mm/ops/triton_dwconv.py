@@ -278,6 +278,9 @@ _precompiled = set()
 COMPILE_WORKERS_ENV = 'REPLK_DWCONV_COMPILE_WORKERS'
 MAX_COMPILE_WORKERS = 8
 COMPILE_WORKERS_TIMEOUT_S = 900
+# A kernel found in Triton's on-disk cache loads in milliseconds; compiling one takes about 0.6 s. Where the first
+# plan of a batch loads this fast, the batch is taken as cached and no workers start (each costs seconds to start).
+CACHE_LOAD_S = 0.2
 _workers_failed = False  # set for the process once a worker failed
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -299,8 +302,12 @@ def _precompile(keys, device):
             for N, H, W in CLASS_REPRESENTATIVES:
                 plan = make_plan((N, 1, H, W), *args, device)
                 plans.setdefault(plan.variant, plan)
-        compile_in_workers(list(plans.values()), device)
-        for plan in plans.values():  # where the workers compiled, Triton's on-disk cache has every kernel
+        first, *rest = plans.values()
+        start = time.perf_counter()
+        first.compile(device)
+        if time.perf_counter() - start > CACHE_LOAD_S:  # compiled, not loaded: the rest are not cached either
+            compile_in_workers(rest, device)
+        for plan in rest:  # where the workers compiled, Triton's on-disk cache has every kernel
             plan.compile(device)
     except (AttributeError, TypeError) as exc:  # a Triton without warmup(dtype, ...): compile on first use
         warnings.warn(f'replk_mm.ops: cannot compile size classes ahead ({exc}); each compiles on first use')

@@ -177,12 +177,13 @@ def test_first_call_compiles_every_size_class(monkeypatch):
         (launch.kernel.__name__, launch.pointer_dtypes, tuple(sorted(launch.meta.items())))))
     batches = []
     monkeypatch.setattr(triton_dwconv, 'compile_in_workers', lambda plans, device: batches.append(len(plans)))
+    monkeypatch.setattr(triton_dwconv, 'CACHE_LOAD_S', -1)  # every first compile of a batch counts as slow
     triton_dwconv._conv_launch.cache_clear()
     triton_dwconv._wgrad_launch.cache_clear()
     device, K, fp32 = torch.device('cuda', 0), 13, torch.float32
     # The first forward of a training step compiles its gradients' classes in the same batch.
     triton_dwconv._conv_launch((2, 8, 30, 40), K, (fp32, fp32, None), False, True, device, None, True)
-    assert batches == [2 * 21 + 6] and len(compiled) == 2 * 21 + 6
+    assert batches == [2 * 21 + 6 - 1] and len(compiled) == 2 * 21 + 6  # the first in this process, the rest in workers
     for dtype in (fp32, torch.bfloat16):  # as under autocast: float32 weight and bias
         for N, (H, W) in itertools.product((1, 2, 16, 40, 64), SIZES + MORE_SIZES + [(200, 336), (25, 42)]):
             plans = [triton_dwconv._conv_launch((N, 8, H, W), K, (dtype, fp32, fp32), False, True, device),
@@ -197,7 +198,27 @@ def test_first_call_compiles_every_size_class(monkeypatch):
     # first batch besides.
     assert len(compiled) == (2 * 21 + 6) + (2 * 21 + 9) + 21
     # Later plans asked for alone: the forward with bias per dtype, bfloat16's input and weight gradients.
-    assert batches[1:] == [21, 21, 21, 9]
+    assert batches[1:] == [21 - 1, 21 - 1, 21 - 1, 9 - 1]
+
+
+def test_no_compile_workers_start_where_the_first_kernel_came_from_the_cache(monkeypatch):
+    """A batch whose first plan loads fast (Triton's on-disk cache) compiles the rest in this process."""
+    pytest.importorskip('triton')
+    if INTERPRET:
+        pytest.skip('runs in the parent process')
+    from replk_mm.ops import triton_dwconv
+    compiled, batches = [], []
+    monkeypatch.setattr(triton_dwconv, 'INTERPRET', False)
+    monkeypatch.setattr(triton_dwconv, 'precompile_size_classes', True)
+    monkeypatch.setattr(triton_dwconv, '_precompiled', set())
+    monkeypatch.setattr(triton_dwconv, 'num_sms', lambda device: 132)
+    monkeypatch.setattr(triton_dwconv._Launch, 'compile', lambda launch, device: compiled.append(launch))
+    monkeypatch.setattr(triton_dwconv, 'compile_in_workers', lambda plans, device: batches.append(len(plans)))
+    triton_dwconv._conv_launch.cache_clear()
+    triton_dwconv._wgrad_launch.cache_clear()
+    fp32 = torch.float32
+    triton_dwconv._conv_launch((2, 8, 30, 40), 13, (fp32, fp32, None), False, True, torch.device('cuda', 0))
+    assert batches == [] and len(compiled) == 21  # every class compiled (loaded) here, no worker started
 
 
 def _plans_without_precompile(monkeypatch, triton_dwconv):

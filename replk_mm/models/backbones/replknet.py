@@ -34,10 +34,13 @@ ARCH_KEYS = ('large_kernel_sizes', 'layers', 'channels', 'small_kernel', 'dw_rat
 FFN_RATIO = 4
 
 
+BATCH_NORMS = ('BN', 'BN2d', 'SyncBN', 'SyncBatchNormWithoutHostSync')  # re-parameterisation folds BNs
+
+
 def norm_layer_factory(norm_cfg):
     """``channels -> BN module`` from an MM ``norm_cfg`` (mmcv's builder: BN, SyncBN, requires_grad, ...)."""
-    if not isinstance(norm_cfg, dict) or norm_cfg.get('type') not in ('BN', 'BN2d', 'SyncBN'):
-        raise ValueError(f"norm_cfg: expected a dict with type 'BN' or 'SyncBN', got {norm_cfg!r}")
+    if not isinstance(norm_cfg, dict) or norm_cfg.get('type') not in BATCH_NORMS:
+        raise ValueError(f'norm_cfg: expected a dict with type one of {BATCH_NORMS}, got {norm_cfg!r}')
     return lambda channels: build_norm_layer(norm_cfg, channels)[1]
 
 
