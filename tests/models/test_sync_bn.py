@@ -1,4 +1,5 @@
 """SyncBatchNormWithoutHostSync: nn.SyncBatchNorm's results without the forward's host synchronisation."""
+import datetime
 import os
 import socket
 
@@ -55,8 +56,9 @@ def _free_port():
 def _compare_on_two_gpus(rank, port):
     """Each rank feeds its own batch (rank 0 an empty one in the second case) through both layers."""
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('nccl', rank=rank, world_size=2)
     torch.cuda.set_device(rank)
+    dist.init_process_group('nccl', rank=rank, world_size=2, device_id=torch.device('cuda', rank),
+                            timeout=datetime.timedelta(seconds=60))
     try:
         for batch_sizes in ((2, 3), (0, 3)):
             torch.manual_seed(0)
