@@ -1,15 +1,18 @@
 """Data-parallel scaling of a training config: the same run on 1, 2, ... GPUs, iteration times from its own log.
 
-One GPU runs ``tools/train.py`` as a user would (no DDP wrapper, so DDP's own cost counts against the larger
-runs); N > 1 runs ``tools/dist_train.sh`` (torchrun, NCCL, SyncBN across the processes). Every run keeps the
-per-GPU batch, loads the config's own dataset through its own pipeline with ``--workers`` loader processes per
-GPU, and logs every iteration with a window of one, so each logged ``time`` is one iteration: loading, the step,
-DDP's all-reduce and SyncBN included. The first ``--skip`` iterations (compiles, cuDNN's autotuning, loader
-start-up) are dropped; the median of the rest gives images/s, and per-GPU efficiency at N GPUs is
-(images/s at N) / (N x images/s at 1). ``data_time`` (rank 0's wait for its loader) says whether loading bounds
-it. The config must be iteration-based (the segmentation configs).
+Every run, one GPU included, goes through ``tools/dist_train.sh`` (torchrun, NCCL, DDP, SyncBN across the
+processes), so that the runs differ only in the number of processes (torchrun also sets ``OMP_NUM_THREADS=1``: on a
+64-core H200 host a plain ``python tools/train.py`` waited for its loader 0.34 s of each 0.44 s iteration, the
+torchrun runs there 0.035 s; docs/benchmarks.md). Every run keeps the per-GPU batch, loads the config's own dataset
+through its own pipeline with ``--workers`` loader processes per GPU, and logs every iteration with a window of one,
+so each logged ``time`` is one iteration: loading, the step, DDP's all-reduce and SyncBN included. The first
+``--skip`` iterations (compiles, cuDNN's autotuning, loader start-up) are dropped; the median of the rest gives
+images/s, and per-GPU efficiency at N GPUs is (images/s at N) / (N x images/s at 1). ``data_time`` (rank 0's wait
+for its loader) says whether loading bounds it; ``--profile`` adds mmengine's ProfilerHook over three iterations
+after the skipped ones and prints each rank's table of kernels into the run's log.
+The config must be iteration-based (the segmentation configs).
 
-    python tools/benchmark_ddp.py configs/upernet_replknet31b_ade20k.py --gpus 1 2 --amp-dtype bfloat16 \\
+    python tools/benchmark_ddp.py configs/upernet_replknet31b_ade20k.py --gpus 1 2 4 --amp-dtype bfloat16 \\
         --cfg-options model.backbone.init_cfg=None --out ddp.json
 """
 import argparse
@@ -34,15 +37,23 @@ def run_options(iters, batch_size, workers):
             f'default_hooks.checkpoint.interval={iters + 1}', 'default_hooks.checkpoint.save_last=False']
 
 
+def profile_options(skip):
+    """mmengine's ProfilerHook (CPU and CUDA activity) over iterations skip+2 to skip+4, a table per rank."""
+    hook = 'default_hooks.profiler'
+    return [f'{hook}.type=ProfilerHook', f'{hook}.by_epoch=False', f'{hook}.profile_times={skip + 4}',
+            f'{hook}.activity_with_cuda=True', f'{hook}.schedule.wait={skip}', f'{hook}.schedule.warmup=1',
+            f'{hook}.schedule.active=3', f'{hook}.on_trace_ready.type=log_trace',
+            f'{hook}.on_trace_ready.sort_by=self_cuda_time_total', f'{hook}.on_trace_ready.row_limit=30']
+
+
 def train_command(config, gpus, work_dir, args):
-    if gpus == 1:
-        command = [sys.executable, osp.join(TOOLS, 'train.py'), config]
-    else:
-        command = ['bash', osp.join(TOOLS, 'dist_train.sh'), config, str(gpus)]
-    command += ['--work-dir', work_dir]
+    command = ['bash', osp.join(TOOLS, 'dist_train.sh'), config, str(gpus), '--work-dir', work_dir]
     if args.amp_dtype:
         command += ['--amp-dtype', args.amp_dtype]
-    return command + ['--cfg-options', *run_options(args.iters, args.batch_size, args.workers), *args.cfg_options]
+    options = run_options(args.iters, args.batch_size, args.workers)
+    if args.profile:
+        options += profile_options(args.skip)
+    return command + ['--cfg-options', *options, *args.cfg_options]
 
 
 def logged_iterations(work_dir):
@@ -89,10 +100,13 @@ def main():
     parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'], help='mixed precision (train.py --amp-dtype)')
     parser.add_argument('--work-dir', default='work_dirs/benchmark_ddp', help='runs go to WORK_DIR/gpus<N>')
     parser.add_argument('--cfg-options', nargs='+', default=[], help='key=value settings passed to every run')
+    parser.add_argument('--profile', action='store_true', help="torch.profiler tables (each rank's) in the runs' logs")
     parser.add_argument('--out', help='write the results as JSON here')
     args = parser.parse_args()
     if args.skip >= args.iters:
         parser.error(f'--skip ({args.skip}) must be less than --iters ({args.iters})')
+    if args.profile and args.skip + 4 > args.iters:
+        parser.error(f'--profile records iterations up to --skip + 4 ({args.skip + 4}); --iters is {args.iters}')
     if 'max_iters' not in Config.fromfile(args.config, import_custom_modules=False).get('train_cfg', {}):
         parser.error(f'{args.config}: train_cfg has no max_iters; this tool times iteration-based configs')
 

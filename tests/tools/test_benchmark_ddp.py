@@ -1,4 +1,5 @@
 """tools/benchmark_ddp.py: scaling figures from mmengine's per-iteration log, and real 1- and 2-process runs."""
+import argparse
 import json
 import os
 import subprocess
@@ -31,6 +32,20 @@ def test_summary_leaves_out_the_first_iterations_and_counts_every_gpus_images():
     ddp_tool.add_efficiency([one, two])
     assert one['efficiency'] == pytest.approx(1.0)
     assert two['efficiency'] == pytest.approx((4 / 0.275) / (2 * 8.0))  # 14.5 images/s against 2 x 8
+
+
+def test_profile_options_build_mmengines_profiler_hook_over_three_iterations_after_the_skipped():
+    from mmengine.config import Config, DictAction
+    from mmengine.registry import HOOKS
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    cfg = Config.fromfile(SEG_CONFIG)
+    cfg.merge_from_dict(parser.parse_args(['--cfg-options', *ddp_tool.profile_options(skip=10)]).cfg_options)
+    hook = HOOKS.build(cfg.default_hooks.profiler)
+    assert type(hook).__name__ == 'ProfilerHook' and hook.profile_times == 14 and not hook.by_epoch
+    steps = [hook.schedule(step) for step in range(14)]  # torch.profiler's actions per iteration
+    assert [step.name for step in steps[9:]] == ['NONE', 'WARMUP', 'RECORD', 'RECORD', 'RECORD_AND_SAVE']
+    assert hook.on_trace_ready == dict(type='log_trace', sort_by='self_cuda_time_total', row_limit=30)
 
 
 def test_too_few_iterations_name_the_option():
