@@ -314,6 +314,25 @@ def _precompile(keys, device):
         precompile_size_classes = False
 
 
+def precompile_convs(convs, input_dtype, device, backward):
+    """Compile, in one batch, the size classes of every conv in ``convs`` (``(K, weight dtype, bias dtype or
+    None)``) for inputs of ``input_dtype`` on ``device``, with ``backward`` their gradients' too: the plans that
+    the convs' first calls would otherwise compile in one batch per kernel size, each starting its own workers.
+    """
+    if input_dtype not in DTYPES:
+        return
+    allow_tf32 = torch.backends.cudnn.allow_tf32
+    keys = []
+    for K, weight_dtype, bias_dtype in sorted(convs, key=str):
+        if K % 2 == 0 or K > MAX_KERNEL:
+            continue
+        keys.append((_conv_launch, K, (input_dtype, weight_dtype, bias_dtype), False, allow_tf32))
+        if backward:  # as _conv_launch asks for them
+            keys += [(_conv_launch, K, (input_dtype, weight_dtype, None), True, allow_tf32),
+                     (_wgrad_launch, K, (input_dtype, input_dtype), allow_tf32)]
+    _precompile(keys, device)
+
+
 def compile_workers():
     """Worker processes for :func:`compile_in_workers`: ``REPLK_DWCONV_COMPILE_WORKERS`` if set, else the
     cores of this process (over ``LOCAL_WORLD_SIZE`` processes per machine), at most MAX_COMPILE_WORKERS."""

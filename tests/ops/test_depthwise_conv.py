@@ -221,6 +221,41 @@ def test_no_compile_workers_start_where_the_first_kernel_came_from_the_cache(mon
     assert batches == [] and len(compiled) == 21  # every class compiled (loaded) here, no worker started
 
 
+def test_a_model_compiles_all_its_kernel_sizes_in_one_batch(monkeypatch):
+    """RepLKNet's first CUDA call compiles every large and small kernel size at once (one start of the workers);
+    its convs' own first calls then find their plans compiled."""
+    pytest.importorskip('triton')
+    if INTERPRET:
+        pytest.skip('runs in the parent process')
+    from replk_mm.models import RepLKNet
+    from replk_mm.ops import precompile_kernels, triton_dwconv
+    compiled, batches = set(), []
+    monkeypatch.setattr(triton_dwconv, 'INTERPRET', False)
+    monkeypatch.setattr(triton_dwconv, '_available', True)
+    monkeypatch.setattr(triton_dwconv, 'precompile_size_classes', True)
+    monkeypatch.setattr(triton_dwconv, '_precompiled', set())
+    monkeypatch.setattr(triton_dwconv, 'CACHE_LOAD_S', -1)
+    monkeypatch.setattr(triton_dwconv, 'num_sms', lambda device: 132)
+    monkeypatch.setattr(triton_dwconv._Launch, 'compile', lambda launch, device: compiled.add(
+        (launch.kernel.__name__, launch.pointer_dtypes, tuple(sorted(launch.meta.items())))))
+    monkeypatch.setattr(triton_dwconv, 'compile_in_workers', lambda plans, device: batches.append(len(plans)))
+    triton_dwconv._conv_launch.cache_clear()
+    triton_dwconv._wgrad_launch.cache_clear()
+    model = RepLKNet(arch=dict(large_kernel_sizes=[13, 11, 9, 7], layers=[1, 1, 1, 1], channels=[8, 8, 8, 8],
+                               small_kernel=5, dw_ratio=1))
+    device, bf16, fp32 = torch.device('cuda', 0), torch.bfloat16, torch.float32
+    precompile_kernels(model, bf16, device, backward=True)
+    assert len(batches) == 1
+    kernels = len(compiled)
+    assert batches[0] == kernels - 1  # the first plan in this process (it took long: the rest in workers)
+    for K in (13, 11, 9, 7, 5):  # what the convs' calls in a bf16 training step ask for
+        triton_dwconv._conv_launch((2, 8, 40, 56), K, (bf16, fp32, None), False, True, device, None, True)
+        triton_dwconv._wgrad_launch((2, 8, 40, 56), K, (bf16, bf16), True, device)
+    assert len(batches) == 1 and len(compiled) == kernels
+    precompile_kernels(model, bf16, device, backward=True)  # compiled already: nothing more
+    assert len(batches) == 1
+
+
 def _plans_without_precompile(monkeypatch, triton_dwconv):
     """A 'rows' conv with bias (bf16 input, float32 weight), a 'plane' conv and a weight gradient plan."""
     monkeypatch.setattr(triton_dwconv, 'precompile_size_classes', False)

@@ -14,7 +14,7 @@ from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from replk_mm.ops import DepthwiseConv2d
+from replk_mm.ops import DepthwiseConv2d, precompile_kernels
 from replk_mm.registry import register_model
 
 from ..cuda_graph import GraphedTraining
@@ -314,11 +314,23 @@ class RepLKNet(BaseModule):
                            groups=channels[i + 1], relu=True)))
         self._freeze_stages()
         self.cuda_graphs = GraphedTraining() if cuda_graph else None
+        self._kernels_compiled_for = set()
 
     def forward(self, x):
+        if x.is_cuda and not torch.compiler.is_compiling():
+            self._compile_kernels(x)
         if self.cuda_graphs is not None:
             return self.cuda_graphs(self, self._forward, x)
         return self._forward(x)
+
+    def _compile_kernels(self, x):
+        """At the first call per input dtype and mode, compile the kernels of all the large-kernel convs in one
+        batch (see :func:`~replk_mm.ops.precompile_kernels`); under autocast they see its dtype."""
+        dtype = torch.get_autocast_dtype('cuda') if torch.is_autocast_enabled('cuda') else x.dtype
+        backward = self.training and torch.is_grad_enabled()
+        if (x.device, dtype, backward) not in self._kernels_compiled_for:
+            self._kernels_compiled_for.add((x.device, dtype, backward))
+            precompile_kernels(self, dtype, x.device, backward)
 
     def _forward(self, x):
         x = self.stem[0](x)

@@ -220,3 +220,21 @@ def test_backbone_compiles_as_one_graph_forward_and_backward():
     for got, ref in zip(outs, want):
         torch.testing.assert_close(got, ref)
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_kernels_are_compiled_once_per_input_dtype_and_mode(monkeypatch):
+    """The backbone asks the ops to compile its convs' kernels at the first call per dtype and train/eval mode."""
+    from replk_mm.models.backbones import replknet
+    calls = []
+    monkeypatch.setattr(replknet, 'precompile_kernels', lambda module, dtype, device, backward: calls.append(
+        (module, dtype, backward)))
+    model = RepLKNet(arch=TINY_ARCH)
+    x = torch.zeros(1, 3, 32, 32)
+    model._compile_kernels(x)
+    model._compile_kernels(x)
+    model._compile_kernels(x.double())
+    with torch.no_grad():
+        model._compile_kernels(x)
+    model.eval()
+    model._compile_kernels(x)
+    assert calls == [(model, torch.float32, True), (model, torch.float64, True), (model, torch.float32, False)]
