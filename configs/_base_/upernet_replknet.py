@@ -15,7 +15,7 @@ custom_imports = dict(imports=['replk_mm', 'replk_mm.models.heads'], allow_faile
 custom_hooks = [dict(type='MMEngineCheckpointLoadingHook')]
 
 # SyncBN for the multi-GPU recipe, in a form whose forward does not wait for the GPU in every layer as PyTorch's
-# does (replk_mm.models.sync_bn; same results); a single-process run falls back to plain BN by itself. PyTorch's:
+# does (replk_mm.models.sync_bn: the same kernels); a single-process run falls back to plain BN by itself. PyTorch's:
 #   --cfg-options model.backbone.norm_cfg.type=SyncBN model.decode_head.norm_cfg.type=SyncBN
 #                 model.auxiliary_head.norm_cfg.type=SyncBN
 norm_cfg = dict(type='SyncBatchNormWithoutHostSync', requires_grad=True)

@@ -32,8 +32,6 @@ ARCH_SETTINGS = {
 }
 ARCH_KEYS = ('large_kernel_sizes', 'layers', 'channels', 'small_kernel', 'dw_ratio')
 FFN_RATIO = 4
-
-
 BATCH_NORMS = ('BN', 'BN2d', 'SyncBN', 'SyncBatchNormWithoutHostSync')  # re-parameterisation folds BNs
 
 
@@ -258,7 +256,8 @@ class RepLKNet(BaseModule):
         frozen_stages (int): -1 freezes nothing, 0 the stem, k in 1..3 the stem and stages 0..k-1
             with the transitions between them; frozen parts stay in eval mode.
         norm_eval (bool): Keep every BN in eval mode during training (frozen statistics).
-        norm_cfg (dict): ``dict(type='BN')`` or ``dict(type='SyncBN')`` plus BN keyword arguments.
+        norm_cfg (dict): ``dict(type=T)`` plus BN keyword arguments, T one of ``BATCH_NORMS`` ('BN', 'SyncBN',
+            'SyncBatchNormWithoutHostSync': :mod:`replk_mm.models.sync_bn`, ...).
         dwconv_impl (str): Large-kernel conv implementation: 'auto', 'triton' or 'torch'.
         cuda_graph (bool): Replay training forward and backward as CUDA graphs at the first input shape
             (fixed-size crops: UperNet), which saves the host time of launching every kernel; other
