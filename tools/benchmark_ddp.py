@@ -110,7 +110,7 @@ def main():
     if 'max_iters' not in Config.fromfile(args.config, import_custom_modules=False).get('train_cfg', {}):
         parser.error(f'{args.config}: train_cfg has no max_iters; this tool times iteration-based configs')
 
-    results = []
+    results, failed = [], []
     env = dict(os.environ, PYTHON=sys.executable)
     for index, gpus in enumerate(args.gpus):
         work_dir = osp.join(args.work_dir, f'gpus{gpus}')
@@ -118,8 +118,9 @@ def main():
         print('$', ' '.join(command), flush=True)
         env['PORT'] = str(29500 + index)
         completed = subprocess.run(command, env=env)
-        if completed.returncode != 0:
-            sys.exit(f'error: the {gpus}-GPU run failed (exit code {completed.returncode}); its log is in {work_dir}')
+        if completed.returncode != 0:  # the other GPU counts still run
+            failed.append(dict(gpus=gpus, exit_code=completed.returncode, work_dir=work_dir))
+            continue
         results.append(summarise(logged_iterations(work_dir), gpus, args.batch_size, args.skip))
     add_efficiency(results)
 
@@ -131,12 +132,16 @@ def main():
         print(f"| {r['gpus']} | {r['median_iteration_s']:.4f} | {r['max_iteration_s']:.4f} | "
               f"{r['median_data_time_s']:.4f} | {r['images_per_s']:.1f} | {r['images_per_s_per_gpu']:.1f} | "
               f"{efficiency} | {r['peak_memory_mib']:.0f} |")
+    for run in failed:
+        print(f"| {run['gpus']} | failed (exit code {run['exit_code']}; log in {run['work_dir']}) |")
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
             gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
             json.dump(dict(config=args.config, command=sys.argv, device_name=gpu, torch=torch.__version__,
-                           cuda=torch.version.cuda, results=results), f, indent=2)
+                           cuda=torch.version.cuda, results=results, failed=failed), f, indent=2)
+    if failed:
+        sys.exit(f"error: the run(s) on {', '.join(str(run['gpus']) for run in failed)} GPU(s) failed")
 
 
 if __name__ == '__main__':

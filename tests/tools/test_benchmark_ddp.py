@@ -84,3 +84,21 @@ def test_one_and_two_process_runs_time_every_iteration_and_write_nothing_else(tm
     assert 0 < results[1]['efficiency'] < 2
     assert not list(work_dir.rglob('*.pth'))  # no checkpoint written
     assert 'mIoU' not in ''.join(p.read_text() for p in work_dir.rglob('scalars.json'))  # no validation run
+
+
+@pytest.mark.slow
+def test_a_failing_run_is_reported_and_the_next_gpu_count_still_runs(tmp_path):
+    """A run that dies (here: an arch that does not exist, on the first of two GPU counts) is listed with its exit
+    code in the JSON and on exit; the other count still runs (and fails the same way)."""
+    out = tmp_path / 'ddp.json'
+    result = subprocess.run(
+        [sys.executable, PROJECT_ROOT / 'tools' / 'benchmark_ddp.py', SEG_CONFIG, '--gpus', '1', '2', '--iters', '2',
+         '--skip', '1', '--workers', '0', '--work-dir', tmp_path / 'runs', '--out', out,
+         '--cfg-options', 'model.backbone.arch=nope'],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'})
+    assert result.returncode != 0
+    assert 'the run(s) on 1, 2 GPU(s) failed' in result.stderr
+    report = json.loads(out.read_text())
+    assert report['results'] == [] and [run['gpus'] for run in report['failed']] == [1, 2]
+    assert all(run['exit_code'] != 0 for run in report['failed'])
