@@ -64,9 +64,9 @@ class SyncBatchNormWithoutHostSync(nn.SyncBatchNorm):
     def forward(self, input):
         process_group = self.process_group or (dist.group.WORLD if dist.is_available() and dist.is_initialized()
                                                else None)
-        if not (self.training and self.momentum is not None and input.device.type == 'cuda'
-                and process_group is not None and dist.get_backend(process_group) != 'gloo'
-                and dist.get_world_size(process_group) > 1):
+        world_size = dist.get_world_size(process_group) if process_group is not None else 1
+        if not (self.training and self.momentum is not None and input.device.type == 'cuda' and world_size > 1
+                and dist.get_backend(process_group) != 'gloo'):
             return super().forward(input)
         self._check_input_dim(input)
         self._check_non_zero_input_channels(input)
@@ -76,4 +76,4 @@ class SyncBatchNormWithoutHostSync(nn.SyncBatchNorm):
         else:
             running_mean = running_var = None
         return _SyncBatchNormFunction.apply(input, self.weight, self.bias, running_mean, running_var, self.eps,
-                                            self.momentum, process_group, dist.get_world_size(process_group))
+                                            self.momentum, process_group, world_size)

@@ -90,19 +90,19 @@ def depthwise_conv2d(input, weight, bias=None, impl='auto'):
     return F.conv2d(input, weight, bias, padding=weight.shape[-1] // 2, groups=input.shape[1])
 
 
-def precompile_kernels(module, input_dtype, device, backward):
-    """Compile the Triton kernels that ``module``'s :class:`DepthwiseConv2d` layers will launch on ``device``
-    for inputs of ``input_dtype`` (with ``backward``, their gradients' too) in one batch, instead of one batch,
-    and one start of compile workers, per kernel size at each size's first call. Does nothing where the
-    layers would not use the kernels, or once the kernels are compiled.
+def precompile_kernels(module, input, input_dtype, backward):
+    """Compile the Triton kernels that ``module``'s :class:`DepthwiseConv2d` layers will launch for ``input``
+    (its device; inputs of ``input_dtype``; with ``backward``, their gradients' too) in one batch, instead of
+    one batch, and one start of compile workers, per kernel size at each size's first call. Does nothing where
+    the layers would not use the kernels, or once the kernels are compiled.
     """
-    if device.type != 'cuda' or not triton_dwconv.available() or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():
         return
-    convs = set()
-    for layer in module.modules():
-        if isinstance(layer, DepthwiseConv2d) and (impl_from_env() if layer.impl == 'auto' else layer.impl) != 'torch':
-            convs.add((layer.kernel_size[0], layer.weight.dtype, None if layer.bias is None else layer.bias.dtype))
-    triton_dwconv.precompile_convs(convs, input_dtype, device, backward)
+    convs = {(layer.kernel_size[0], layer.weight.dtype, None if layer.bias is None else layer.bias.dtype)
+             for layer in module.modules()
+             if isinstance(layer, DepthwiseConv2d) and resolve_impl(layer.impl, input) == 'triton'}
+    if convs:
+        triton_dwconv.precompile_convs(convs, input_dtype, input.device, backward)
 
 
 class DepthwiseConv2d(nn.Conv2d):

@@ -70,10 +70,14 @@ def available():
     return _available
 
 
+def covers_kernel_size(K):
+    return K % 2 == 1 and K <= MAX_KERNEL
+
+
 def supports(input, kernel_size, weight_device=None):
     """Whether the kernels cover a call: input dtype, device (the weight's too, if given) and sizes."""
     device = input.device
-    return (available() and input.dtype in DTYPES and kernel_size % 2 == 1 and kernel_size <= MAX_KERNEL
+    return (available() and input.dtype in DTYPES and covers_kernel_size(kernel_size)
             and 0 < input.numel() < 2**31  # int32 offsets in the kernels
             and (weight_device is None or weight_device == device)
             and (device.type == 'cuda' or (INTERPRET and device.type == 'cpu')))
@@ -322,15 +326,19 @@ def precompile_convs(convs, input_dtype, device, backward):
     if input_dtype not in DTYPES:
         return
     allow_tf32 = torch.backends.cudnn.allow_tf32
-    keys = []
-    for K, weight_dtype, bias_dtype in sorted(convs, key=str):
-        if K % 2 == 0 or K > MAX_KERNEL:
-            continue
-        keys.append((_conv_launch, K, (input_dtype, weight_dtype, bias_dtype), False, allow_tf32))
-        if backward:  # as _conv_launch asks for them
-            keys += [(_conv_launch, K, (input_dtype, weight_dtype, None), True, allow_tf32),
-                     (_wgrad_launch, K, (input_dtype, input_dtype), allow_tf32)]
-    _precompile(keys, device)
+    _precompile([key for K, weight_dtype, bias_dtype in sorted(convs, key=str) if covers_kernel_size(K)
+                 for key in _first_call_keys(K, (input_dtype, weight_dtype, bias_dtype), False, allow_tf32,
+                                             backward)], device)
+
+
+def _first_call_keys(K, dtypes, flip, allow_tf32, backward):
+    """The plan keys whose size classes a conv's first call compiles: its own, with ``backward`` those of its
+    input gradient (this conv turned, on the output gradient, of the input's dtype, no bias) and weight gradient."""
+    keys = [(_conv_launch, K, dtypes, flip, allow_tf32)]
+    if backward:
+        keys += [(_conv_launch, K, (dtypes[0], dtypes[1], None), True, allow_tf32),
+                 (_wgrad_launch, K, (dtypes[0], dtypes[0]), allow_tf32)]
+    return keys
 
 
 def compile_workers():
@@ -395,11 +403,7 @@ def _conv_launch(shape, K, dtypes, flip, allow_tf32, device, config=None, backwa
     ``backward`` those of its input and weight gradients too.
     """
     if config is None:
-        keys = [(_conv_launch, K, dtypes, flip, allow_tf32)]
-        if backward:  # input gradient: this conv turned, on the output gradient (input's dtype), no bias
-            keys += [(_conv_launch, K, (dtypes[0], dtypes[1], None), True, allow_tf32),
-                     (_wgrad_launch, K, (dtypes[0], dtypes[0]), allow_tf32)]
-        _precompile(keys, device)
+        _precompile(_first_call_keys(K, dtypes, flip, allow_tf32, backward), device)
     N, C, H, W = shape
     dtype, weight_dtype, bias_dtype = dtypes
     cfg = dict(config or conv_config(N, H, W, K, dtype.itemsize))

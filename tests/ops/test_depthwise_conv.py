@@ -244,7 +244,8 @@ def test_a_model_compiles_all_its_kernel_sizes_in_one_batch(monkeypatch):
     model = RepLKNet(arch=dict(large_kernel_sizes=[13, 11, 9, 7], layers=[1, 1, 1, 1], channels=[8, 8, 8, 8],
                                small_kernel=5, dw_ratio=1))
     device, bf16, fp32 = torch.device('cuda', 0), torch.bfloat16, torch.float32
-    precompile_kernels(model, bf16, device, backward=True)
+    cuda_input = types.SimpleNamespace(is_cuda=True, device=device)  # all that the layers' dispatch reads
+    precompile_kernels(model, cuda_input, bf16, backward=True)
     assert len(batches) == 1
     kernels = len(compiled)
     assert batches[0] == kernels - 1  # the first plan in this process (it took long: the rest in workers)
@@ -252,7 +253,7 @@ def test_a_model_compiles_all_its_kernel_sizes_in_one_batch(monkeypatch):
         triton_dwconv._conv_launch((2, 8, 40, 56), K, (bf16, fp32, None), False, True, device, None, True)
         triton_dwconv._wgrad_launch((2, 8, 40, 56), K, (bf16, bf16), True, device)
     assert len(batches) == 1 and len(compiled) == kernels
-    precompile_kernels(model, bf16, device, backward=True)  # compiled already: nothing more
+    precompile_kernels(model, cuda_input, bf16, backward=True)  # compiled already: nothing more
     assert len(batches) == 1
 
 

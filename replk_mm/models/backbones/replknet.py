@@ -329,7 +329,7 @@ class RepLKNet(BaseModule):
         backward = self.training and torch.is_grad_enabled()
         if (x.device, dtype, backward) not in self._kernels_compiled_for:
             self._kernels_compiled_for.add((x.device, dtype, backward))
-            precompile_kernels(self, dtype, x.device, backward)
+            precompile_kernels(self, x, dtype, backward)
 
     def _forward(self, x):
         x = self.stem[0](x)

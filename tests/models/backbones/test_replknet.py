@@ -226,7 +226,7 @@ def test_kernels_are_compiled_once_per_input_dtype_and_mode(monkeypatch):
     """The backbone asks the ops to compile its convs' kernels at the first call per dtype and train/eval mode."""
     from replk_mm.models.backbones import replknet
     calls = []
-    monkeypatch.setattr(replknet, 'precompile_kernels', lambda module, dtype, device, backward: calls.append(
+    monkeypatch.setattr(replknet, 'precompile_kernels', lambda module, input, dtype, backward: calls.append(
         (module, dtype, backward)))
     model = RepLKNet(arch=TINY_ARCH)
     x = torch.zeros(1, 3, 32, 32)
