@@ -162,24 +162,31 @@ def test_interpreted_new_sizes_compile_nothing_new():
     assert triton_dwconv.variants - before == first
 
 
-def test_first_call_compiles_every_size_class(monkeypatch):
-    """On CUDA the first plan of a (K, dtypes, flip) compiles what any later map size will launch (no GPU needed)."""
+def _record_precompiles(monkeypatch, cached):
+    """Triton's module with compiles recorded instead of run, as a CUDA machine would ask for them, every
+    first compile of a batch taken as a cache load if ``cached``, else as a compile; returns the module, the
+    set of compiled variants and the list of batch sizes sent to the workers."""
     pytest.importorskip('triton')
     if INTERPRET:
         pytest.skip('runs in the parent process')
     from replk_mm.ops import triton_dwconv
-    compiled = set()
+    compiled, batches = set(), []
     monkeypatch.setattr(triton_dwconv, 'INTERPRET', False)
+    monkeypatch.setattr(triton_dwconv, '_available', True)
     monkeypatch.setattr(triton_dwconv, 'precompile_size_classes', True)
     monkeypatch.setattr(triton_dwconv, '_precompiled', set())
+    monkeypatch.setattr(triton_dwconv, 'CACHE_LOAD_S', float('inf') if cached else -1.0)
     monkeypatch.setattr(triton_dwconv, 'num_sms', lambda device: 132)
-    monkeypatch.setattr(triton_dwconv._Launch, 'compile', lambda launch, device: compiled.add(
-        (launch.kernel.__name__, launch.pointer_dtypes, tuple(sorted(launch.meta.items())))))
-    batches = []
+    monkeypatch.setattr(triton_dwconv._Launch, 'compile', lambda launch, device: compiled.add(launch.variant))
     monkeypatch.setattr(triton_dwconv, 'compile_in_workers', lambda plans, device: batches.append(len(plans)))
-    monkeypatch.setattr(triton_dwconv, 'CACHE_LOAD_S', -1)  # every first compile of a batch counts as slow
     triton_dwconv._conv_launch.cache_clear()
     triton_dwconv._wgrad_launch.cache_clear()
+    return triton_dwconv, compiled, batches
+
+
+def test_first_call_compiles_every_size_class(monkeypatch):
+    """On CUDA the first plan of a (K, dtypes, flip) compiles what any later map size will launch (no GPU needed)."""
+    triton_dwconv, compiled, batches = _record_precompiles(monkeypatch, cached=False)
     device, K, fp32 = torch.device('cuda', 0), 13, torch.float32
     # The first forward of a training step compiles its gradients' classes in the same batch.
     triton_dwconv._conv_launch((2, 8, 30, 40), K, (fp32, fp32, None), False, True, device, None, True)
@@ -190,8 +197,7 @@ def test_first_call_compiles_every_size_class(monkeypatch):
                      triton_dwconv._conv_launch((N, 8, H, W), K, (dtype, fp32, None), True, True, device),
                      triton_dwconv._wgrad_launch((N, 8, H, W), K, (dtype, dtype), True, device)]
             for plan in plans:
-                key = (plan.kernel.__name__, plan.pointer_dtypes, tuple(sorted(plan.meta.items())))
-                assert key in compiled, (N, H, W, key)
+                assert plan.variant in compiled, (N, H, W, plan.variant)
     # Per dtype: 21 conv classes (3 batch classes x 3 alignments of 'plane', 4 tiles x 3 alignments of 'rows'),
     # forward (with bias) and input gradient (flipped), and the wgrad classes, 3 alignments x 2 map sizes
     # (up to 256 pixels or more; bfloat16: up to 128, 256 or more); the float32 forward without bias of the
@@ -203,19 +209,7 @@ def test_first_call_compiles_every_size_class(monkeypatch):
 
 def test_no_compile_workers_start_where_the_first_kernel_came_from_the_cache(monkeypatch):
     """A batch whose first plan loads fast (Triton's on-disk cache) compiles the rest in this process."""
-    pytest.importorskip('triton')
-    if INTERPRET:
-        pytest.skip('runs in the parent process')
-    from replk_mm.ops import triton_dwconv
-    compiled, batches = [], []
-    monkeypatch.setattr(triton_dwconv, 'INTERPRET', False)
-    monkeypatch.setattr(triton_dwconv, 'precompile_size_classes', True)
-    monkeypatch.setattr(triton_dwconv, '_precompiled', set())
-    monkeypatch.setattr(triton_dwconv, 'num_sms', lambda device: 132)
-    monkeypatch.setattr(triton_dwconv._Launch, 'compile', lambda launch, device: compiled.append(launch))
-    monkeypatch.setattr(triton_dwconv, 'compile_in_workers', lambda plans, device: batches.append(len(plans)))
-    triton_dwconv._conv_launch.cache_clear()
-    triton_dwconv._wgrad_launch.cache_clear()
+    triton_dwconv, compiled, batches = _record_precompiles(monkeypatch, cached=True)
     fp32 = torch.float32
     triton_dwconv._conv_launch((2, 8, 30, 40), 13, (fp32, fp32, None), False, True, torch.device('cuda', 0))
     assert batches == [] and len(compiled) == 21  # every class compiled (loaded) here, no worker started
@@ -224,23 +218,9 @@ def test_no_compile_workers_start_where_the_first_kernel_came_from_the_cache(mon
 def test_a_model_compiles_all_its_kernel_sizes_in_one_batch(monkeypatch):
     """RepLKNet's first CUDA call compiles every large and small kernel size at once (one start of the workers);
     its convs' own first calls then find their plans compiled."""
-    pytest.importorskip('triton')
-    if INTERPRET:
-        pytest.skip('runs in the parent process')
+    triton_dwconv, compiled, batches = _record_precompiles(monkeypatch, cached=False)
     from replk_mm.models import RepLKNet
-    from replk_mm.ops import precompile_kernels, triton_dwconv
-    compiled, batches = set(), []
-    monkeypatch.setattr(triton_dwconv, 'INTERPRET', False)
-    monkeypatch.setattr(triton_dwconv, '_available', True)
-    monkeypatch.setattr(triton_dwconv, 'precompile_size_classes', True)
-    monkeypatch.setattr(triton_dwconv, '_precompiled', set())
-    monkeypatch.setattr(triton_dwconv, 'CACHE_LOAD_S', -1)
-    monkeypatch.setattr(triton_dwconv, 'num_sms', lambda device: 132)
-    monkeypatch.setattr(triton_dwconv._Launch, 'compile', lambda launch, device: compiled.add(
-        (launch.kernel.__name__, launch.pointer_dtypes, tuple(sorted(launch.meta.items())))))
-    monkeypatch.setattr(triton_dwconv, 'compile_in_workers', lambda plans, device: batches.append(len(plans)))
-    triton_dwconv._conv_launch.cache_clear()
-    triton_dwconv._wgrad_launch.cache_clear()
+    from replk_mm.ops import precompile_kernels
     model = RepLKNet(arch=dict(large_kernel_sizes=[13, 11, 9, 7], layers=[1, 1, 1, 1], channels=[8, 8, 8, 8],
                                small_kernel=5, dw_ratio=1))
     device, bf16, fp32 = torch.device('cuda', 0), torch.bfloat16, torch.float32
