@@ -1,16 +1,17 @@
 """Time the depthwise conv op (Triton kernels) against PyTorch's conv at RepLKNet-31B shapes.
 
-    python tools/benchmark_dwconv.py [--check] [--dtypes fp32 bf16 fp16] [--out results.json]
-        [--deploy] [--sizes-sweep [--sweep-sizes 50]] [--compile-check] [--tile-sweep]
+    python tools/benchmark_dwconv.py [--shapes N,C,H,W,K ... | detection] [--check] [--dtypes fp32 bf16 fp16]
+        [--out results.json] [--deploy] [--sizes-sweep [--sweep-sizes 50]] [--compile-check] [--tile-sweep]
 
-The default run times forward and forward+backward at the five fixed shapes (eager, CUDA-graphed,
-host time). ``--check`` first compares every pass with float64 on the full shapes. ``--deploy``
-times the deploy form's merged conv with bias against the training form's branches with their BN
-(eval forward). ``--sizes-sweep`` runs multi-scale detection inputs through every RepLKNet-31B stage
+The default run times forward and forward+backward at the five fixed shapes, or at ``--shapes`` (eager,
+CUDA-graphed, host time). ``--check`` first compares every pass with float64 on the full shapes.
+``--deploy`` times the deploy form's merged conv with bias against the training form's branches with their
+BN (eval forward). ``--sizes-sweep`` runs multi-scale detection inputs through every RepLKNet-31B stage
 and reports each new size's first forward+backward against its steady state, and the compile count.
 ``--compile-check`` runs ``torch.library.opcheck`` on CUDA and ``torch.compile(fullgraph=True)`` of
 RepLKNet-31B (forward and backward), and times compiled + CUDA-graph training against eager.
-``--tile-sweep`` times tile variants of each kernel. Where mmengine or mmcv is missing (a bare GPU
+``--tile-sweep`` times tile variants of each kernel. Weights are float32 at every input dtype, as autocast
+leaves the parameters; both convs cast them, as under autocast. Where mmengine or mmcv is missing (a bare GPU
 machine), ``replk_mm.ops`` and the backbone file are loaded on their own with small stand-ins.
 """
 import argparse
@@ -31,14 +32,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAPES = [(64, 128, 56, 31), (64, 256, 28, 29), (64, 512, 14, 27), (64, 1024, 7, 13), (8, 128, 128, 31)]
+# (N, C, H, W, K): the issue's five fixed shapes.
+SHAPES = [(64, 128, 56, 56, 31), (64, 256, 28, 28, 29), (64, 512, 14, 14, 27), (64, 1024, 7, 7, 13),
+          (8, 128, 128, 128, 31)]
 # RepLKNet-31B stages: (stride, channels, large kernel); the small kernel is 5.
 STAGES = [(4, 128, 31), (8, 256, 29), (16, 512, 27), (32, 1024, 13)]
+SMALL_KERNEL = 5
+# --shapes detection: the maps of a 2 x 3 x 800 x 1216 detection input (Cascade Mask R-CNN, 2 images per GPU).
+DETECTION_IMAGE = (2, 800, 1216)
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 FP32_FLOOR_TFLOPS = 66.9  # H100/H200 SXM fp32 CUDA-core peak
 CONV_VARIANTS = {  # tried by --tile-sweep besides the default, by the kernel the default picks
     'rows': [dict(block_m=m, num_warps=w, num_stages=s) for m, w, s in
-             [(128, 4, 2), (128, 8, 2), (256, 8, 1), (256, 8, 2), (256, 8, 3), (512, 8, 2)]] + [dict(block_wo=64)],
+             [(64, 4, 2), (128, 4, 2), (128, 8, 2), (256, 8, 1), (256, 8, 2), (256, 8, 3), (512, 8, 2)]]
+            + [dict(block_wo=64), dict(block_wo=64, block_m=128), dict(block_wo=16, block_m=128)],
     'plane': [dict(block_n=n, num_warps=w, num_stages=s) for n, w, s in
               [(32, 4, 2), (64, 4, 1), (64, 4, 3), (64, 8, 2), (128, 4, 2), (128, 8, 2)]] + [dict(kernel='rows')],
 }
@@ -138,11 +145,12 @@ def compiled_kernels(kernels):
 
 
 def make_inputs(shape, dtype, seed=0):
-    N, C, S, K = shape
+    """Input, weight and output gradient; the weight float32 whatever the input's dtype, as autocast's parameters."""
+    N, C, H, W, K = shape
     gen = torch.Generator(device='cuda').manual_seed(seed)
-    x = torch.randn(N, C, S, S, device='cuda', generator=gen).to(dtype)
-    w = (torch.randn(C, 1, K, K, device='cuda', generator=gen) / K).to(dtype)
-    gy = torch.randn(N, C, S, S, device='cuda', generator=gen).to(dtype)
+    x = torch.randn(N, C, H, W, device='cuda', generator=gen).to(dtype)
+    w = torch.randn(C, 1, K, K, device='cuda', generator=gen) / K
+    gy = torch.randn(N, C, H, W, device='cuda', generator=gen).to(dtype)
     return x, w, gy
 
 
@@ -152,7 +160,9 @@ def fwd_bwd(conv, x, w, gy):
 
 
 def torch_conv(x, w, b=None):
-    return F.conv2d(x, w, b, padding=w.shape[-1] // 2, groups=x.shape[1])
+    """PyTorch's conv as autocast runs it: the parameters cast to the input's dtype."""
+    b = None if b is None else b.to(x.dtype)
+    return F.conv2d(x, w.to(x.dtype), b, padding=w.shape[-1] // 2, groups=x.shape[1])
 
 
 def float64_check_rows(ops, shape):
@@ -189,15 +199,15 @@ def float64_check_rows(ops, shape):
 
 def tile_sweep(kernels, shape, dtype_name):
     """Times conv (forward) and wgrad tile variants on one shape; the first of each is the default."""
-    N, C, S, K = shape
+    N, C, H, W, K = shape
     x, w, gy = make_inputs(shape, DTYPES[dtype_name])
     rows = []
     size = x.element_size()
-    for params in [None] + CONV_VARIANTS[kernels.conv_config(N, S, S, K, size)['kernel']]:
-        cfg = kernels.conv_config(N, S, S, K, size, **(params or {}))
+    for params in [None] + CONV_VARIANTS[kernels.conv_config(N, H, W, K, size)['kernel']]:
+        cfg = kernels.conv_config(N, H, W, K, size, **(params or {}))
         rows.append(_time_variant('conv', shape, dtype_name, params, lambda: kernels.launch_conv(x, w, config=cfg)))
     for params in [None] + WGRAD_VARIANTS:
-        cfg = kernels.wgrad_config(N, C, S, S, K, size, kernels.num_sms(x.device), **(params or {}))
+        cfg = kernels.wgrad_config(N, C, H, W, K, size, kernels.num_sms(x.device), **(params or {}))
         rows.append(_time_variant('wgrad', shape, dtype_name, params,
                                   lambda: kernels.launch_weight_grad(x, gy, K, config=cfg)))
     return rows
@@ -214,9 +224,9 @@ def _time_variant(kernel, shape, dtype_name, params, fn):
 
 def time_shape(ops, shape, dtype_name):
     kernels = ops.triton_dwconv
-    N, C, S, K = shape
+    N, C, H, W, K = shape
     x, w, gy = make_inputs(shape, DTYPES[dtype_name])
-    flops = 2 * N * C * S * S * K * K
+    flops = 2 * N * C * H * W * K * K
     row = dict(shape=shape, dtype=dtype_name, fwd_gflop=flops / 1e9)
     ours = lambda x, w: ops.depthwise_conv2d(x, w, impl='triton')  # noqa: E731
     for impl, conv in [('torch', torch_conv), ('triton', ours)]:
@@ -244,7 +254,7 @@ def geomean(values):
 
 
 def print_table(rows):
-    print('\n| N, C, H=W, K | dtype | torch fwd | ours fwd | x | torch fwd+bwd | ours fwd+bwd | x '
+    print('\n| N, C, H, W, K | dtype | torch fwd | ours fwd | x | torch fwd+bwd | ours fwd+bwd | x '
           '| ours TFLOP/s | ours / floor | graphed: torch | ours | x | ours / floor | host: torch | ours |')
     print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
@@ -264,10 +274,10 @@ def print_table(rows):
 
 def deploy_rows(ops, shape, dtype_name):
     """Eval forward: merged conv with bias against the large-kernel branch + BN and the whole training form."""
-    N, C, S, K = shape
+    C = shape[1]
     dtype = DTYPES[dtype_name]
     x, w, _ = make_inputs(shape, dtype)
-    w_small = (torch.randn(C, 1, 5, 5, device='cuda') / 5).to(dtype)
+    w_small = torch.randn(C, 1, SMALL_KERNEL, SMALL_KERNEL, device='cuda') / SMALL_KERNEL
     stats = [torch.rand(C, device='cuda') + 0.5 for _ in range(4)]  # mean, var, weight, bias: fp32 as under autocast
     bias = torch.randn(C, device='cuda')
     conv = lambda x, w, b=None: ops.depthwise_conv2d(x, w, b, impl='triton')  # noqa: E731
@@ -281,6 +291,27 @@ def deploy_rows(ops, shape, dtype_name):
             row[f'{name}_graph_ms'] = bench_graph(fn)
     print(json.dumps(row), flush=True)
     return row
+
+
+def parse_shapes(specs):
+    """``--shapes``: 'N,C,H,W,K' each, or 'detection' for every conv of RepLKNet-31B at :data:`DETECTION_IMAGE`."""
+    if not specs:
+        return SHAPES
+    shapes = []
+    for spec in specs:
+        if spec == 'detection':
+            N, height, width = DETECTION_IMAGE
+            shapes += [(N, C, height // stride, width // stride, k)
+                       for stride, C, K in STAGES for k in (K, SMALL_KERNEL)]
+            continue
+        try:
+            shape = tuple(int(v) for v in spec.split(','))
+        except ValueError:
+            shape = ()
+        if len(shape) != 5 or min(shape) < 1 or shape[4] % 2 == 0:
+            raise SystemExit(f"--shapes: expected 'N,C,H,W,K' (positive integers, K odd) or 'detection', got {spec!r}")
+        shapes.append(shape)
+    return shapes
 
 
 def detection_sizes(count, seed=0):
@@ -390,6 +421,9 @@ def compile_check(ops):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--dtypes', nargs='+', default=['fp32', 'bf16'], choices=sorted(DTYPES))
+    parser.add_argument('--shapes', nargs='+', metavar='N,C,H,W,K',
+                        help="shapes to time instead of the five fixed ones; 'detection': RepLKNet-31B's convs at "
+                             f"{DETECTION_IMAGE[0]} x 3 x {DETECTION_IMAGE[1]} x {DETECTION_IMAGE[2]}")
     parser.add_argument('--check', action='store_true', help='compare with float64 on the full shapes first')
     parser.add_argument('--deploy', action='store_true', help='merged conv + bias against branches + BN (eval)')
     parser.add_argument('--sizes-sweep', action='store_true', help='first call vs steady state at detection sizes')
@@ -399,6 +433,7 @@ def main():
     parser.add_argument('--tile-sweep', action='store_true', help='also time tile variants of each kernel')
     parser.add_argument('--out', help='write all numbers as JSON here')
     args = parser.parse_args()
+    shapes = parse_shapes(args.shapes)
 
     import triton
     ops = load_ops()
@@ -417,19 +452,19 @@ def main():
     # The fixed-shape sections time steady states: compile only the classes they meet.
     kernels.precompile_size_classes = False
     if args.check:
-        result['check'] = [r for shape in SHAPES for r in float64_check_rows(ops, shape)]
+        result['check'] = [r for shape in shapes for r in float64_check_rows(ops, shape)]
         save()
     result['timings'] = []
-    for dtype_name, shape in itertools.product(args.dtypes, SHAPES):
+    for dtype_name, shape in itertools.product(args.dtypes, shapes):
         result['timings'].append(time_shape(ops, shape, dtype_name))
         print(json.dumps(result['timings'][-1]), flush=True)
     save()
     print_table(result['timings'])
     if args.deploy:
-        result['deploy'] = [deploy_rows(ops, shape, d) for d, shape in itertools.product(args.dtypes, SHAPES)]
+        result['deploy'] = [deploy_rows(ops, shape, d) for d, shape in itertools.product(args.dtypes, shapes)]
         save()
     if args.tile_sweep:
-        result['tile_sweep'] = [r for shape, d in itertools.product(SHAPES, args.dtypes)
+        result['tile_sweep'] = [r for shape, d in itertools.product(shapes, args.dtypes)
                                 for r in tile_sweep(kernels, shape, d)]
         save()
     kernels.precompile_size_classes = True
