@@ -98,7 +98,7 @@ def precompile_kernels(module, input, input_dtype, backward):
     """
     if torch.compiler.is_compiling():
         return
-    convs = {(layer.kernel_size[0], layer.weight.dtype, None if layer.bias is None else layer.bias.dtype)
+    convs = {(layer.kernel_size[0], None if layer.bias is None else layer.bias.dtype)
              for layer in module.modules()
              if isinstance(layer, DepthwiseConv2d) and resolve_impl(layer.impl, input) == 'triton'}
     if convs:
@@ -131,7 +131,7 @@ def _conv_kernels_or_torch(input, weight, bias, flip=False, backward=False):
     that gradients will follow."""
     x = input.contiguous()
     kernel_size = weight.shape[-1]
-    if triton_dwconv.supports(x, kernel_size, weight.device):  # the kernels cast weight and bias themselves
+    if triton_dwconv.supports(x, kernel_size, weight.device):  # launch_conv casts the weight, the kernels read the bias
         return triton_dwconv.launch_conv(x, weight.contiguous(), None if bias is None else bias.contiguous(), flip,
                                          backward=backward)
     w = (weight.flip((-2, -1)) if flip else weight).to(x.dtype)
