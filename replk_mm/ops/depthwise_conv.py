@@ -165,10 +165,16 @@ def _weight_grad_fake(input, grad_output, kernel_size):
     return input.new_empty((input.shape[1], 1, kernel_size, kernel_size), dtype=torch.float32)
 
 
+def _save_for_backward(ctx, input, weight, weight_dtype, bias):
+    """``weight`` as the backward's convs take it; ``weight_dtype`` the parameter's, that of its gradient."""
+    ctx.save_for_backward(input, weight)
+    ctx.weight_dtype = weight_dtype
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
 def _setup_context(ctx, inputs, output):
     input, weight, bias = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.bias_dtype = None if bias is None else bias.dtype
+    _save_for_backward(ctx, input, weight, weight.dtype, bias)
 
 
 def _as_dtype(tensor, dtype):
@@ -185,7 +191,7 @@ def _gradients(ctx, grad_output, flipped_conv, weight_grad):
     if ctx.needs_input_grad[0]:
         grad_input = flipped_conv(grad_output, weight)
     if ctx.needs_input_grad[1]:
-        grad_weight = _as_dtype(weight_grad(input, grad_output, weight.shape[-1]), weight.dtype)
+        grad_weight = _as_dtype(weight_grad(input, grad_output, weight.shape[-1]), ctx.weight_dtype)
     if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
         grad_bias = _as_dtype(grad_output.sum((0, 2, 3), dtype=torch.float32), ctx.bias_dtype)
     return grad_input, grad_weight, grad_bias
@@ -218,8 +224,10 @@ class _EagerDepthwiseConv2d(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, weight, bias):
-        _setup_context(ctx, (input, weight, bias), None)
-        return _conv_kernels_or_torch(input, weight, bias, backward=any(ctx.needs_input_grad[:2]))
+        # Cast once (float32 parameters under autocast): the input gradient's conv takes the same weight.
+        weight_for_input = _as_dtype(weight, input.dtype)
+        _save_for_backward(ctx, input, weight_for_input, weight.dtype, bias)
+        return _conv_kernels_or_torch(input, weight_for_input, bias, backward=any(ctx.needs_input_grad[:2]))
 
     @staticmethod
     def backward(ctx, grad_output):
