@@ -103,8 +103,9 @@ def size_class(H, W, itemsize=4):
 
     Three 'plane' classes (tiles of 64 pixels, maps 16-byte, 8-byte or not aligned; BLOCK_N follows the
     batch: 16, 32 or 64 images) and 12 'rows' ones (tiles of 16, 32 or 64 columns or 32-column tiles with
-    a halo, each with rows 16-byte, 8-byte or not aligned) per dtype and K; the weight gradient has the
-    alignment and map size (up to 256 pixels or more) as classes. :data:`CLASS_REPRESENTATIVES` has
+    a halo, each with rows 16-byte, 8-byte or not aligned; BLOCK_M follows the rows of all images, see
+    :func:`row_block`) per dtype and K; the weight gradient has the alignment and map size (up to 256
+    pixels or more) as classes. :data:`CLASS_REPRESENTATIVES` has
     one map of each. The alignment tells the compiler that W (H*W for 'plane') is a multiple of the
     vector, so that masked row loads stay vectorised with W a runtime value.
     """
@@ -119,10 +120,23 @@ def size_class(H, W, itemsize=4):
 # One (N, H, W) of every size class (and of the weight gradient's map-size classes): the first call for a
 # kernel size and dtype compiles them all, so that no later map size waits for a compile.
 # Widths w, w - 4 and w - 2 with w a multiple of 8 give every alignment class of 4- and 2-byte dtypes;
-# the maps of 132-144 pixels the weight gradient's per-image classes of 2-byte dtypes (W 16, 12 and 13).
+# the maps of 132-144 pixels the weight gradient's per-image classes of 2-byte dtypes (W 16, 12 and 13);
+# 32 and 320 rows in all both row blocks of every 'rows' tile.
 CLASS_REPRESENTATIVES = ([(n, 7, s) for n in (16, 32, 64) for s in (7, 8, 4, 2)]
                          + [(16, 9, 16), (16, 11, 12), (16, 11, 13)]
-                         + [(1, 32, w - d) for w in (16, 32, 64, 96) for d in (1, 0, 4, 2)])
+                         + [(n, h, w - d) for n, h in ((1, 32), (4, 80))
+                            for w in (16, 32, 64, 96) for d in (1, 0, 4, 2)])
+
+
+def row_block(rows, wide):
+    """BLOCK_M of the 'rows' kernel for ``rows`` = N * H rows in all: 256 (128 for one 64-column tile, ``wide``),
+    halved where the rows fill at most half of that. Rows past the last image are masked loads and wasted
+    products: at 2 x 800 x 1216 (H200, bf16) halving took the stride-16 map (100 rows, halo tiles) from 0.248 to
+    0.140 ms per K=27 forward and the stride-32 one (50 rows, one 64-column tile) from 0.178 to 0.108 at K=13,
+    while the maps of 200 and 400 rows were fastest with whole blocks.
+    """
+    block = 128 if wide else 256
+    return block // 2 if rows <= block // 2 else block
 
 
 def _precision(dtype, allow_tf32):
@@ -146,7 +160,7 @@ def conv_config(N, H, W, K, itemsize, kernel=None, block_n=None, block_m=None, b
                     ALIGN=_row_alignment(H * W, itemsize), num_warps=num_warps or 4,
                     num_stages=num_stages or (1 if itemsize == 4 else 2))
     wide = 32 < W <= 64 and block_wo is None  # one 64-column tile: fp32 tiles fill shared memory
-    block_m = block_m or (128 if wide else 256)
+    block_m = block_m or row_block(N * H, wide)
     num_stages = num_stages or (3 if itemsize == 4 and not wide else 2)
     if W > 64 or block_wo is not None:
         block_wo = block_wo or 32
@@ -156,7 +170,8 @@ def conv_config(N, H, W, K, itemsize, kernel=None, block_n=None, block_m=None, b
         block_wo = block_wi = max(16, _pow2(W))
         col_off = 0
     return dict(kernel='rows', BLOCK_M=block_m, BLOCK_WO=block_wo, BLOCK_WI=block_wi, COL_OFF=col_off,
-                ALIGN=_row_alignment(W, itemsize), num_warps=num_warps or 8, num_stages=num_stages)
+                ALIGN=_row_alignment(W, itemsize), num_warps=num_warps or (4 if block_m == 64 else 8),
+                num_stages=num_stages)
 
 
 @functools.lru_cache(maxsize=4096)

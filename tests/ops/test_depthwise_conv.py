@@ -162,6 +162,18 @@ def test_interpreted_new_sizes_compile_nothing_new():
     assert triton_dwconv.variants - before == first
 
 
+def test_row_block_follows_the_rows_of_all_images():
+    """Half a block where the rows fill at most half of one; the tiles the detection sweep found fastest."""
+    from replk_mm.ops import triton_dwconv
+    assert [triton_dwconv.row_block(rows, wide=False) for rows in (1, 128, 129, 400)] == [128, 128, 256, 256]
+    assert [triton_dwconv.row_block(rows, wide=True) for rows in (50, 64, 65)] == [64, 64, 128]
+    # 2 x 800 x 1216 (bf16): the stride-16 map, 32-column halo tiles; the stride-32 map, one 64-column tile.
+    stride16, stride32 = triton_dwconv.conv_config(2, 50, 76, 27, 2), triton_dwconv.conv_config(2, 25, 38, 13, 2)
+    assert (stride16['BLOCK_M'], stride16['BLOCK_WO'], stride16['num_warps']) == (128, 32, 8)
+    assert (stride32['BLOCK_M'], stride32['BLOCK_WO'], stride32['num_warps']) == (64, 64, 4)
+    assert triton_dwconv.conv_config(2, 100, 152, 29, 2)['BLOCK_M'] == 256  # 200 rows: whole blocks were faster
+
+
 def _record_precompiles(monkeypatch, cached):
     """Triton's module with compiles recorded instead of run, as a CUDA machine would ask for them, every
     first compile of a batch taken as a cache load if ``cached``, else as a compile; returns the module, the
@@ -190,7 +202,7 @@ def test_first_call_compiles_every_size_class(monkeypatch):
     device, K, fp32 = torch.device('cuda', 0), 13, torch.float32
     # The first forward of a training step compiles its gradients' classes in the same batch.
     triton_dwconv._conv_launch((2, 8, 30, 40), K, (fp32, fp32, None), False, True, device, None, True)
-    assert batches == [2 * 21 + 6 - 1] and len(compiled) == 2 * 21 + 6  # the first in this process, the rest in workers
+    assert batches == [2 * 33 + 6 - 1] and len(compiled) == 2 * 33 + 6  # the first in this process, the rest in workers
     for dtype in (fp32, torch.bfloat16):  # as under autocast: float32 bias (launch_conv casts the weight)
         for N, (H, W) in itertools.product((1, 2, 16, 40, 64), SIZES + MORE_SIZES + [(200, 336), (25, 42)]):
             plans = [triton_dwconv._conv_launch((N, 8, H, W), K, (dtype, dtype, fp32), False, True, device),
@@ -198,13 +210,13 @@ def test_first_call_compiles_every_size_class(monkeypatch):
                      triton_dwconv._wgrad_launch((N, 8, H, W), K, (dtype, dtype), True, device)]
             for plan in plans:
                 assert plan.variant in compiled, (N, H, W, plan.variant)
-    # Per dtype: 21 conv classes (3 batch classes x 3 alignments of 'plane', 4 tiles x 3 alignments of 'rows'),
-    # forward (with bias) and input gradient (flipped), and the wgrad classes, 3 alignments x 2 map sizes
-    # (up to 256 pixels or more; bfloat16: up to 128, 256 or more); the float32 forward without bias of the
-    # first batch besides.
-    assert len(compiled) == (2 * 21 + 6) + (2 * 21 + 9) + 21
+    # Per dtype: 33 conv classes (3 batch classes x 3 alignments of 'plane', 4 tiles x 3 alignments x 2 row
+    # blocks of 'rows'), forward (with bias) and input gradient (flipped), and the wgrad classes, 3 alignments
+    # x 2 map sizes (up to 256 pixels or more; bfloat16: up to 128, 256 or more); the float32 forward without
+    # bias of the first batch besides.
+    assert len(compiled) == (2 * 33 + 6) + (2 * 33 + 9) + 33
     # Later plans asked for alone: the forward with bias per dtype, bfloat16's input and weight gradients.
-    assert batches[1:] == [21 - 1, 21 - 1, 21 - 1, 9 - 1]
+    assert batches[1:] == [33 - 1, 33 - 1, 33 - 1, 9 - 1]
 
 
 def test_no_compile_workers_start_where_the_first_kernel_came_from_the_cache(monkeypatch):
@@ -212,7 +224,7 @@ def test_no_compile_workers_start_where_the_first_kernel_came_from_the_cache(mon
     triton_dwconv, compiled, batches = _record_precompiles(monkeypatch, cached=True)
     fp32 = torch.float32
     triton_dwconv._conv_launch((2, 8, 30, 40), 13, (fp32, fp32, None), False, True, torch.device('cuda', 0))
-    assert batches == [] and len(compiled) == 21  # every class compiled (loaded) here, no worker started
+    assert batches == [] and len(compiled) == 33  # every class compiled (loaded) here, no worker started
 
 
 def test_a_model_compiles_all_its_kernel_sizes_in_one_batch(monkeypatch):
@@ -374,13 +386,13 @@ def test_interpreted_weight_grad_split_over_programs(per_image):
 
 
 def test_interpreted_wide_tile_non_contiguous_grads():
-    """33-64 columns (one 64-wide tile of 128 rows), non-contiguous weight and output gradient."""
+    """33-64 columns (one 64-wide tile; 6 rows: a block of 64), non-contiguous weight and output gradient."""
     _needs_interpreter()
     from replk_mm.ops import triton_dwconv
     torch.manual_seed(6)
     N, C, H, W, K = 1, 2, 6, 56, 7
     cfg = triton_dwconv.conv_config(N, H, W, K, 4)
-    assert (cfg['BLOCK_M'], cfg['BLOCK_WO'], cfg['COL_OFF']) == (128, 64, 0)
+    assert (cfg['BLOCK_M'], cfg['BLOCK_WO'], cfg['COL_OFF']) == (64, 64, 0)
     weight = torch.randn(C, 1, K, K + 4)[..., 2:-2]
     grad_out = torch.randn(N, C, H, 2 * W)[..., ::2]
     assert not weight.is_contiguous() and not grad_out.is_contiguous()
