@@ -105,9 +105,9 @@ def size_class(H, W, itemsize=4):
     batch: 16, 32 or 64 images) and 12 'rows' ones (tiles of 16, 32 or 64 columns or 32-column tiles with
     a halo, each with rows 16-byte, 8-byte or not aligned; BLOCK_M follows the rows of all images, see
     :func:`row_block`) per dtype and K; the weight gradient has the alignment and map size (up to 256
-    pixels or more) as classes. :data:`CLASS_REPRESENTATIVES` has
-    one map of each. The alignment tells the compiler that W (H*W for 'plane') is a multiple of the
-    vector, so that masked row loads stay vectorised with W a runtime value.
+    pixels or more) as classes. :data:`CLASS_REPRESENTATIVES` has one map of each. The alignment tells
+    the compiler that W (H*W for 'plane') is a multiple of the vector, so that masked row loads stay
+    vectorised with W a runtime value.
     """
     if H * W <= 256:
         return 'plane', 64, _row_alignment(H * W, itemsize)
