@@ -182,7 +182,8 @@ def float64_check_rows(ops, shape):
             yd = torch_conv(xd, wd, bd)
             grads_ref = torch.autograd.grad(yd, (xd, wd, bd), gy.double())
             torch.backends.cudnn.allow_tf32 = tf32
-            xq, wq, bq = (t.to(dtype).requires_grad_() for t in (x, w, b))
+            # The input in the precision checked; weight and bias float32, as autocast leaves the parameters.
+            xq, wq, bq = x.to(dtype).requires_grad_(), w.requires_grad_(), b.requires_grad_()
             torch.full_like(xq, float('nan'))  # poison the block the outputs will reuse: unwritten shows as NaN
             y = ops.depthwise_conv2d(xq, wq, bq, impl='triton')
             grads = torch.autograd.grad(y, (xq, wq, bq), gy.to(dtype))
@@ -201,6 +202,7 @@ def tile_sweep(kernels, shape, dtype_name):
     """Times conv (forward) and wgrad tile variants on one shape; the first of each is the default."""
     N, C, H, W, K = shape
     x, w, gy = make_inputs(shape, DTYPES[dtype_name])
+    w = w.to(x.dtype)  # the kernels alone: the weight as launch_conv hands it to them
     rows = []
     size = x.element_size()
     for params in [None] + CONV_VARIANTS[kernels.conv_config(N, H, W, K, size)['kernel']]:
@@ -234,7 +236,7 @@ def time_shape(ops, shape, dtype_name):
         row[f'{impl}_fwdbwd_ms'] = bench(fwd_bwd(conv, x, w, gy))
         row[f'{impl}_fwdbwd_graph_ms'] = bench_graph(fwd_bwd(conv, x, w, gy))
         row[f'{impl}_fwdbwd_host_ms'] = host_ms(fwd_bwd(conv, x, w, gy))
-    w_flipped = w.flip((-2, -1)).contiguous()
+    w_flipped = w.to(x.dtype).flip((-2, -1)).contiguous()  # as the input gradient gets it: cast by the forward
     row['triton_dgrad_ms'] = bench(lambda: kernels.launch_conv(gy, w_flipped))
     row['triton_wgrad_ms'] = bench(lambda: kernels.launch_weight_grad(x, gy, K))
     row['fwd_speedup'] = row['torch_fwd_ms'] / row['triton_fwd_ms']

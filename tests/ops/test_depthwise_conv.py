@@ -127,7 +127,7 @@ def test_interpreted_kernels_match_float64(case):
     b = torch.randn(C) if bias else None
     assert triton_dwconv.size_class(H, W)[0] == path
     assert triton_dwconv.supports(x, K, weight.device)
-    # The weight stays float32 (as under autocast); the kernels cast it to the input dtype.
+    # The weight stays float32 (as under autocast); launch_conv casts it to the input dtype.
     check_against_float64(x, weight, b, TOL[dtype])
 
 
