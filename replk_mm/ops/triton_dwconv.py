@@ -17,7 +17,7 @@ rate. Every pass here is recast as small matrix products so that ``tl.dot`` runs
 With ``FLIP`` the conv kernels read the weight turned 180 degrees: the input gradient needs no flip
 of the weight beforehand. They take the weight in the input's dtype: :func:`launch_conv` casts a
 float32 weight (autocast's parameters) first. Kernels that loaded the float32 weight and rounded it
-themselves ran 3.5-10x slower than on a cast weight, the cast included (H200, bf16: 2x128x200x304,
+themselves ran 3-10x slower than on a cast weight, the cast included (H200, bf16: 2x128x200x304,
 K=31, forward 1.89 against 0.37 ms; 64x128x56x56 4.67 against 0.48 ms).
 
 Sizes N, C, H, W are runtime arguments that Triton does not specialise on (``do_not_specialize``),

@@ -341,7 +341,7 @@ def test_interpreted_weight_read_turned(N, C, H, W, K, path):
 
 def test_float32_weight_reaches_the_kernel_in_the_inputs_dtype(monkeypatch):
     """Under autocast (bf16 input, float32 weight and bias) the kernel gets the weight cast to bf16: kernels
-    that read the float32 weight ran 3.5-10x slower on the GPU. The bias is passed as it is."""
+    that read the float32 weight ran 3-10x slower on the GPU. The bias is passed as it is."""
     pytest.importorskip('triton')
     from replk_mm.ops import triton_dwconv
     launched = []
