@@ -344,7 +344,7 @@ def precompile_convs(convs, input_dtype, device, backward):
         return
     allow_tf32 = torch.backends.cudnn.allow_tf32
     _precompile([key for K, bias_dtype in sorted(convs, key=str) if covers_kernel_size(K)
-                 for key in _first_call_keys(K, (input_dtype, input_dtype, bias_dtype), False, allow_tf32,
+                 for key in _first_call_keys(K, (input_dtype, bias_dtype), False, allow_tf32,
                                              backward)], device)
 
 
@@ -353,7 +353,7 @@ def _first_call_keys(K, dtypes, flip, allow_tf32, backward):
     input gradient (this conv turned, on the output gradient, of the input's dtype, no bias) and weight gradient."""
     keys = [(_conv_launch, K, dtypes, flip, allow_tf32)]
     if backward:
-        keys += [(_conv_launch, K, (dtypes[0], dtypes[1], None), True, allow_tf32),
+        keys += [(_conv_launch, K, (dtypes[0], None), True, allow_tf32),
                  (_wgrad_launch, K, (dtypes[0], dtypes[0]), allow_tf32)]
     return keys
 
@@ -414,8 +414,8 @@ def compile_in_workers(plans, device, workers=None):
 
 @functools.lru_cache(maxsize=4096)
 def _conv_launch(shape, K, dtypes, flip, allow_tf32, device, config=None, backward=False):
-    """The :class:`_Launch` of one conv call shape; ``dtypes``: the input's, weight's (the same, see
-    :func:`launch_conv`) and bias's (None: no bias).
+    """The :class:`_Launch` of one conv call shape; ``dtypes``: the input's (the weight's too, see
+    :func:`launch_conv`) and the bias's (None: no bias).
 
     Without an explicit config, the first plan for a (K, dtypes, flip) compiles every size class, with
     ``backward`` those of its input and weight gradients too.
@@ -423,7 +423,7 @@ def _conv_launch(shape, K, dtypes, flip, allow_tf32, device, config=None, backwa
     if config is None:
         _precompile(_first_call_keys(K, dtypes, flip, allow_tf32, backward), device)
     N, C, H, W = shape
-    dtype, weight_dtype, bias_dtype = dtypes
+    dtype, bias_dtype = dtypes
     cfg = dict(config or conv_config(N, H, W, K, dtype.itemsize))
     # UPCAST: the interpreter cannot multiply bf16 (see docs/dwconv_notes.md, Testing).
     meta = dict(K=K, FLIP=flip, HAS_BIAS=bias_dtype is not None, PRECISION=_precision(dtype, allow_tf32),
@@ -435,7 +435,7 @@ def _conv_launch(shape, K, dtypes, flip, allow_tf32, device, config=None, backwa
         kernel, w_divisor = _conv_rows_kernel, cfg['ALIGN']
         grid = (triton.cdiv(N * H, cfg['BLOCK_M']), C, triton.cdiv(W, cfg['BLOCK_WO']))
     meta.update(cfg)
-    return _Launch(kernel, grid, (N, C, H, W // w_divisor), meta, (dtype, weight_dtype, bias_dtype or dtype, dtype))
+    return _Launch(kernel, grid, (N, C, H, W // w_divisor), meta, (dtype, dtype, bias_dtype or dtype, dtype))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -462,7 +462,7 @@ def launch_conv(x, w, bias=None, flip=False, config=None, backward=False):
     device = x.device
     if w.dtype != x.dtype:
         w = w.to(x.dtype)
-    launch = _conv_launch(x.shape, w.shape[-1], (x.dtype, x.dtype, None if bias is None else bias.dtype), flip,
+    launch = _conv_launch(x.shape, w.shape[-1], (x.dtype, None if bias is None else bias.dtype), flip,
                           torch.backends.cudnn.allow_tf32, device, config and _Frozen(config), backward)
     y = torch.empty_like(x)
     launch(device, (x, w, x if bias is None else bias, y))

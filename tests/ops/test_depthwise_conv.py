@@ -201,12 +201,12 @@ def test_first_call_compiles_every_size_class(monkeypatch):
     triton_dwconv, compiled, batches = _record_precompiles(monkeypatch, cached=False)
     device, K, fp32 = torch.device('cuda', 0), 13, torch.float32
     # The first forward of a training step compiles its gradients' classes in the same batch.
-    triton_dwconv._conv_launch((2, 8, 30, 40), K, (fp32, fp32, None), False, True, device, None, True)
+    triton_dwconv._conv_launch((2, 8, 30, 40), K, (fp32, None), False, True, device, None, True)
     assert batches == [2 * 33 + 6 - 1] and len(compiled) == 2 * 33 + 6  # the first in this process, the rest in workers
     for dtype in (fp32, torch.bfloat16):  # as under autocast: float32 bias (launch_conv casts the weight)
         for N, (H, W) in itertools.product((1, 2, 16, 40, 64), SIZES + MORE_SIZES + [(200, 336), (25, 42)]):
-            plans = [triton_dwconv._conv_launch((N, 8, H, W), K, (dtype, dtype, fp32), False, True, device),
-                     triton_dwconv._conv_launch((N, 8, H, W), K, (dtype, dtype, None), True, True, device),
+            plans = [triton_dwconv._conv_launch((N, 8, H, W), K, (dtype, fp32), False, True, device),
+                     triton_dwconv._conv_launch((N, 8, H, W), K, (dtype, None), True, True, device),
                      triton_dwconv._wgrad_launch((N, 8, H, W), K, (dtype, dtype), True, device)]
             for plan in plans:
                 assert plan.variant in compiled, (N, H, W, plan.variant)
@@ -223,7 +223,7 @@ def test_no_compile_workers_start_where_the_first_kernel_came_from_the_cache(mon
     """A batch whose first plan loads fast (Triton's on-disk cache) compiles the rest in this process."""
     triton_dwconv, compiled, batches = _record_precompiles(monkeypatch, cached=True)
     fp32 = torch.float32
-    triton_dwconv._conv_launch((2, 8, 30, 40), 13, (fp32, fp32, None), False, True, torch.device('cuda', 0))
+    triton_dwconv._conv_launch((2, 8, 30, 40), 13, (fp32, None), False, True, torch.device('cuda', 0))
     assert batches == [] and len(compiled) == 33  # every class compiled (loaded) here, no worker started
 
 
@@ -242,7 +242,7 @@ def test_a_model_compiles_all_its_kernel_sizes_in_one_batch(monkeypatch):
     kernels = len(compiled)
     assert batches[0] == kernels - 1  # the first plan in this process (it took long: the rest in workers)
     for K in (13, 11, 9, 7, 5):  # what the convs' calls in a bf16 training step ask for
-        triton_dwconv._conv_launch((2, 8, 40, 56), K, (bf16, bf16, None), False, True, device, None, True)
+        triton_dwconv._conv_launch((2, 8, 40, 56), K, (bf16, None), False, True, device, None, True)
         triton_dwconv._wgrad_launch((2, 8, 40, 56), K, (bf16, bf16), True, device)
     assert len(batches) == 1 and len(compiled) == kernels
     precompile_kernels(model, cuda_input, bf16, backward=True)  # compiled already: nothing more
@@ -254,8 +254,8 @@ def _plans_without_precompile(monkeypatch, triton_dwconv):
     monkeypatch.setattr(triton_dwconv, 'precompile_size_classes', False)
     monkeypatch.setattr(triton_dwconv, 'num_sms', lambda device: 132)
     device, fp32, bf16 = torch.device('cuda', 0), torch.float32, torch.bfloat16
-    return device, [triton_dwconv._conv_launch((2, 8, 30, 40), 13, (bf16, bf16, fp32), False, True, device),
-                    triton_dwconv._conv_launch((64, 8, 7, 7), 13, (fp32, fp32, None), True, False, device),
+    return device, [triton_dwconv._conv_launch((2, 8, 30, 40), 13, (bf16, fp32), False, True, device),
+                    triton_dwconv._conv_launch((64, 8, 7, 7), 13, (fp32, None), True, False, device),
                     triton_dwconv._wgrad_launch((2, 8, 30, 40), 13, (bf16, bf16), True, device)]
 
 
@@ -353,7 +353,7 @@ def test_float32_weight_reaches_the_kernel_in_the_inputs_dtype(monkeypatch):
     x, w, b = torch.randn(1, 2, 6, 7).bfloat16(), torch.randn(2, 1, 5, 5), torch.randn(2)
     triton_dwconv.launch_conv(x, w, b)
     bf16, fp32 = torch.bfloat16, torch.float32
-    assert launched == [((bf16, bf16, fp32), [bf16, bf16, fp32, bf16])]
+    assert launched == [((bf16, fp32), [bf16, bf16, fp32, bf16])]
 
 
 def test_interpreted_plane_image_groups():
@@ -520,7 +520,7 @@ def _with_jit_kernels(monkeypatch, kind, compile_kernel=lambda kernel, signature
         plan = triton_dwconv._wgrad_launch((2, 3, 20, 30), 7, (fp32, fp32), True, device)
     else:
         shape = {'plane': (2, 3, 9, 11), 'rows': (1, 3, 20, 30), 'rows-halo': (1, 3, 5, 80)}[kind]
-        plan = triton_dwconv._conv_launch(shape, 7, (torch.bfloat16, torch.bfloat16, fp32), True, True, device)
+        plan = triton_dwconv._conv_launch(shape, 7, (torch.bfloat16, fp32), True, True, device)
     driver = types.SimpleNamespace(get_current_device=lambda: 0, get_current_stream=lambda device_index: 'stream',
                                    get_current_target=lambda: GPUTarget('cuda', 90, 32))
     monkeypatch.setattr(triton_dwconv.triton.runtime.driver, '_active', driver)
