@@ -295,6 +295,12 @@ def deploy_rows(ops, shape, dtype_name):
     return row
 
 
+def stage_shapes(N, height, width, kernels=lambda K: (K,)):
+    """(N, C, H, W, K) of RepLKNet-31B's convs on an N x 3 x height x width input: every stage's map, with the
+    kernel sizes ``kernels`` gives for its large kernel K."""
+    return [(N, C, height // stride, width // stride, k) for stride, C, K in STAGES for k in kernels(K)]
+
+
 def parse_shapes(specs):
     """``--shapes``: 'N,C,H,W,K' each, or 'detection' for every conv of RepLKNet-31B at :data:`DETECTION_IMAGE`."""
     if not specs:
@@ -302,9 +308,7 @@ def parse_shapes(specs):
     shapes = []
     for spec in specs:
         if spec == 'detection':
-            N, height, width = DETECTION_IMAGE
-            shapes += [(N, C, height // stride, width // stride, k)
-                       for stride, C, K in STAGES for k in (K, SMALL_KERNEL)]
+            shapes += stage_shapes(*DETECTION_IMAGE, kernels=lambda K: (K, SMALL_KERNEL))
             continue
         try:
             shape = tuple(int(v) for v in spec.split(','))
@@ -338,8 +342,7 @@ def sizes_sweep(ops, dtype_names, count, batch=2):
     for dtype_name in dtype_names:
         dtype = DTYPES[dtype_name]
         for height, width in sizes:
-            for stride, C, K in STAGES:
-                H, W = height // stride, width // stride
+            for _, C, H, W, K in stage_shapes(batch, height, width):
                 x = torch.randn(batch, C, H, W, device='cuda', dtype=dtype, requires_grad=True)
                 w = (torch.randn(C, 1, K, K, device='cuda') / K).requires_grad_()  # fp32, as under autocast
                 gy = torch.randn(batch, C, H, W, device='cuda', dtype=dtype)
