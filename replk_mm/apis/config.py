@@ -49,14 +49,16 @@ def load_run_config(config, cfg_options=None, work_dir=None, launcher='none'):
     """Read ``config``, apply ``--cfg-options`` and pick the work dir as mmseg/mmdet's tools do.
 
     Raises a clear error for a missing config file or a ``--cfg-options`` key whose parent is
-    not in the config (a typo would otherwise be silently added and ignored).
+    not in the config (a typo would otherwise be silently added and ignored), unless the options
+    build that parent as a new object, giving its ``type`` (``default_hooks.profiler.type=...``).
     """
     cfg = load_config(config)
     cfg.launcher = launcher
     if cfg_options:
         plain = cfg.to_dict()
+        new_objects = {key[:-len('.type')] for key in cfg_options if key.endswith('.type')}
         for key, value in cfg_options.items():
-            check_override(plain, config, key, value)
+            check_override(plain, config, key, value, new_objects)
         cfg.merge_from_dict(cfg_options)
     if work_dir is not None:
         cfg.work_dir = work_dir
@@ -65,14 +67,17 @@ def load_run_config(config, cfg_options=None, work_dir=None, launcher='none'):
     return cfg
 
 
-def check_override(cfg_dict, config, key, value):
-    """A ``--cfg-options`` key must extend an existing dict, and keep the type of a value it replaces."""
+def check_override(cfg_dict, config, key, value, new_objects=()):
+    """A ``--cfg-options`` key must extend an existing dict or one of ``new_objects`` (the keys of new dicts that
+    the options give a ``type``), and keep the type of a value it replaces."""
     node = cfg_dict
     parts = key.split('.')
     for depth, part in enumerate(parts[:-1]):
         if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
             continue
+        if isinstance(node, dict) and part not in node and '.'.join(parts[:depth + 1]) in new_objects:
+            return  # a new object's settings: nothing in the config to check them against
         if not isinstance(node, dict) or part not in node:
             parent = '.'.join(parts[:depth]) or '<top level>'
             raise KeyError(f'--cfg-options {key}: {config} has no key {part!r} under {parent}')

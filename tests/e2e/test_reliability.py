@@ -110,6 +110,7 @@ def test_non_finite_loss_stops_with_the_iteration_and_keeps_the_last_good_checkp
     ('train_dataloader.dataset.data_root=/nonexistent/ade',
      'train_dataloader.dataset.data_root: directory not found: /nonexistent/ade'),
     ('model.backbone.nonexistent.depth=3', "has no key 'nonexistent' under model.backbone"),
+    ('model.bakcbone.type=RepLKNet', "has no key 'bakcbone' under model"),
     ('train_dataloader.batch_size=two', "train_dataloader.batch_size='two': expected int"),
 ])
 def test_bad_config_and_paths_fail_before_training(ade_root, tmp_path, override, message):

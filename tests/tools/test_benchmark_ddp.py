@@ -35,12 +35,15 @@ def test_summary_leaves_out_the_first_iterations_and_counts_every_gpus_images():
 
 
 def test_profile_options_build_mmengines_profiler_hook_over_three_iterations_after_the_skipped():
-    from mmengine.config import Config, DictAction
+    """Through train.py's own reading of --cfg-options (which refuses keys under a missing parent)."""
+    from mmengine.config import DictAction
     from mmengine.registry import HOOKS
+
+    from replk_mm.apis.config import load_run_config
     parser = argparse.ArgumentParser()
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    cfg = Config.fromfile(SEG_CONFIG)
-    cfg.merge_from_dict(parser.parse_args(['--cfg-options', *ddp_tool.profile_options(skip=10)]).cfg_options)
+    options = parser.parse_args(['--cfg-options', *ddp_tool.profile_options(skip=10)]).cfg_options
+    cfg = load_run_config(str(SEG_CONFIG), options)
     hook = HOOKS.build(cfg.default_hooks.profiler)
     assert type(hook).__name__ == 'ProfilerHook' and hook.profile_times == 14 and not hook.by_epoch
     steps = [hook.schedule(step) for step in range(14)]  # torch.profiler's actions per iteration
