@@ -1,7 +1,7 @@
 """RepLKNet for OpenMMLab 2.x: ``import replk_mm`` makes ``type='RepLKNet'`` buildable in MM configs.
 
-Importing registers our names (the backbone, hooks, model wrapper) and marks mmengine's version check as a
-constant for torch.compile (``replk_mm.engine.compile``); it does nothing else.
+Importing registers our names (the backbone, hooks, model wrapper) and gives mmengine's autocast a version check
+that torch.compile can trace (``replk_mm.engine.compile``); it does nothing else.
 """
 from .checkpoint import allow_mmengine_checkpoints, safe_load
 from .engine import (

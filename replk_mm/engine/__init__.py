@@ -2,7 +2,7 @@
 label checks, safe checkpoint loading), a DDP wrapper that also runs on CPU processes, and an optimizer-wrapper
 constructor that merges mmengine's per-parameter groups; importing makes mmengine's autocast traceable by
 torch.compile (:mod:`.compile`)."""
-from . import compile  # noqa: F401  (marks mmengine's version check constant for dynamo)
+from . import compile  # noqa: F401  (mmengine's autocast: a version check dynamo can trace)
 from .ddp import CPUCapableDistributedDataParallel
 from .hooks import AtomicCheckpointHook, FiniteLossHook, MMEngineCheckpointLoadingHook, RNGStateHook, SegLabelRangeHook
 from .optim import MergedGroupsOptimWrapperConstructor

@@ -3,12 +3,12 @@ import torch
 from mmengine.runner.amp import autocast
 from mmengine.utils import version_utils
 
-import replk_mm  # noqa: F401  (marks digit_version constant)
+import replk_mm  # noqa: F401  (replaces autocast's version check)
 
 
 def test_mmengine_autocast_compiles_without_tracing_its_version_check(monkeypatch):
-    """Tracing into ``digit_version`` (which failed on torch 2.11) is made to break the graph: with
-    ``fullgraph=True`` the compile then fails unless dynamo calls the check instead of tracing it."""
+    """Parsing a version while tracing (which failed on torch 2.11) is made to break the graph: with
+    ``fullgraph=True`` the compile then fails unless the traced check only looks versions up."""
     real_parse = version_utils.parse
 
     def graph_breaking_parse(version):
