@@ -299,9 +299,12 @@ _precompiled = set()
 COMPILE_WORKERS_ENV = 'REPLK_DWCONV_COMPILE_WORKERS'
 MAX_COMPILE_WORKERS = 8
 COMPILE_WORKERS_TIMEOUT_S = 900
-# A kernel found in Triton's on-disk cache loads in milliseconds; compiling one takes about 0.6 s. Where the first
-# plan of a batch loads this fast, the batch is taken as cached and no workers start (each costs seconds to start).
+# A kernel found in Triton's on-disk cache loads in milliseconds; compiling one takes about 0.6 s. Where a batch's
+# first plan, or else its second, loads this fast, the batch is taken as cached and no workers start (they cost
+# seconds to start). The second is asked because a process's first load also pays Triton's own start-up (its
+# driver and launcher modules): one slow first plan would otherwise send a cached batch to the workers.
 CACHE_LOAD_S = 0.2
+CACHE_PROBES = 2
 _workers_failed = False  # set for the process once a worker failed
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -323,10 +326,14 @@ def _precompile(keys, device):
             for N, H, W in CLASS_REPRESENTATIVES:
                 plan = make_plan((N, 1, H, W), *args, device)
                 plans.setdefault(plan.variant, plan)
-        first, *rest = plans.values()
-        start = time.perf_counter()
-        first.compile(device)
-        if time.perf_counter() - start > CACHE_LOAD_S:  # compiled, not loaded: the rest are not cached either
+        rest = list(plans.values())
+        for _ in range(min(CACHE_PROBES, len(rest))):
+            start = time.perf_counter()
+            rest.pop(0).compile(device)
+            cached = time.perf_counter() - start <= CACHE_LOAD_S
+            if cached:
+                break
+        if not cached:  # compiled, not loaded: the rest are not cached either
             compile_in_workers(rest, device)
         for plan in rest:  # where the workers compiled, Triton's on-disk cache has every kernel
             plan.compile(device)

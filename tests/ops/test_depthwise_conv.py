@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import types
 import warnings
 import zlib
@@ -202,7 +203,7 @@ def test_first_call_compiles_every_size_class(monkeypatch):
     device, K, fp32 = torch.device('cuda', 0), 13, torch.float32
     # The first forward of a training step compiles its gradients' classes in the same batch.
     triton_dwconv._conv_launch((2, 8, 30, 40), K, (fp32, None), False, True, device, None, True)
-    assert batches == [2 * 33 + 6 - 1] and len(compiled) == 2 * 33 + 6  # the first in this process, the rest in workers
+    assert batches == [2 * 33 + 6 - 2] and len(compiled) == 2 * 33 + 6  # two here, the rest in workers
     for dtype in (fp32, torch.bfloat16):  # as under autocast: float32 bias (launch_conv casts the weight)
         for N, (H, W) in itertools.product((1, 2, 16, 40, 64), SIZES + MORE_SIZES + [(200, 336), (25, 42)]):
             plans = [triton_dwconv._conv_launch((N, 8, H, W), K, (dtype, fp32), False, True, device),
@@ -216,7 +217,7 @@ def test_first_call_compiles_every_size_class(monkeypatch):
     # bias of the first batch besides.
     assert len(compiled) == (2 * 33 + 6) + (2 * 33 + 9) + 33
     # Later plans asked for alone: the forward with bias per dtype, bfloat16's input and weight gradients.
-    assert batches[1:] == [33 - 1, 33 - 1, 33 - 1, 9 - 1]
+    assert batches[1:] == [33 - 2, 33 - 2, 33 - 2, 9 - 2]
 
 
 def test_no_compile_workers_start_where_the_first_kernel_came_from_the_cache(monkeypatch):
@@ -225,6 +226,21 @@ def test_no_compile_workers_start_where_the_first_kernel_came_from_the_cache(mon
     fp32 = torch.float32
     triton_dwconv._conv_launch((2, 8, 30, 40), 13, (fp32, None), False, True, torch.device('cuda', 0))
     assert batches == [] and len(compiled) == 33  # every class compiled (loaded) here, no worker started
+
+
+def test_a_slow_first_load_alone_starts_no_compile_workers(monkeypatch):
+    """A process's first kernel load also pays Triton's start-up: a fast second plan shows the batch is cached."""
+    triton_dwconv, compiled, batches = _record_precompiles(monkeypatch, cached=True)
+    monkeypatch.setattr(triton_dwconv, 'CACHE_LOAD_S', 0.05)
+
+    def compile_slowly_once(launch, device):
+        if not compiled:
+            time.sleep(0.1)
+        compiled.add(launch.variant)
+
+    monkeypatch.setattr(triton_dwconv._Launch, 'compile', compile_slowly_once)
+    triton_dwconv._conv_launch((2, 8, 30, 40), 13, (torch.float32, None), False, True, torch.device('cuda', 0))
+    assert batches == [] and len(compiled) == 33
 
 
 def test_a_model_compiles_all_its_kernel_sizes_in_one_batch(monkeypatch):
@@ -240,7 +256,7 @@ def test_a_model_compiles_all_its_kernel_sizes_in_one_batch(monkeypatch):
     precompile_kernels(model, cuda_input, bf16, backward=True)
     assert len(batches) == 1
     kernels = len(compiled)
-    assert batches[0] == kernels - 1  # the first plan in this process (it took long: the rest in workers)
+    assert batches[0] == kernels - 2  # the first two plans in this process (they took long: the rest in workers)
     for K in (13, 11, 9, 7, 5):  # what the convs' calls in a bf16 training step ask for
         triton_dwconv._conv_launch((2, 8, 40, 56), K, (bf16, None), False, True, device, None, True)
         triton_dwconv._wgrad_launch((2, 8, 40, 56), K, (bf16, bf16), True, device)
