@@ -6,7 +6,11 @@ layer's forward blocks the host until the GPU has caught up (pytorch/pytorch#785
 BatchNorms: at 2 images per GPU, where the host's launches set the pace, these waits serialise launch and
 execution. Here the gathered rows are instead sorted by count, processes with data first, and an empty process
 sends a zero count with finite statistics; the CUDA merge that follows then gives every empty process zero
-weight, which is what the mask did, without reading anything back. The backward is PyTorch's (it never waited).
+weight, which is what the mask did, without reading anything back. The backward is PyTorch's (it never waited),
+but for an empty process: PyTorch's sends zeros in the input's dtype there while the other processes send their
+sums in the statistics' (float32 for 2-byte inputs), so under autocast the collective would not match across
+processes (its forward does the same; both hang). Both send the statistics' dtype here. With no host waits, CUDA
+graphs can capture the layer, collectives included (``graph_capturable``, read by ``replk_mm.models.cuda_graph``).
 """
 import torch
 import torch.distributed as dist
@@ -51,6 +55,16 @@ class _SyncBatchNormFunction(_TorchSyncBatchNormFunction):
             return torch.empty_like(input)
         return torch.batch_norm_elemt(input, weight, bias, mean, invstd, eps)
 
+    @staticmethod
+    def backward(ctx, grad_output):
+        saved_input, _, mean, _, _ = ctx.saved_tensors
+        if saved_input.numel() > 0 or not ctx.needs_input_grad[0]:
+            return _TorchSyncBatchNormFunction.backward(ctx, grad_output)
+        # An empty process joins the other processes' all-reduce of (sum_dy, sum_dy_xmu), which have mean's dtype.
+        zeros = torch.zeros(2 * saved_input.shape[1], dtype=mean.dtype, device=saved_input.device)
+        dist.all_reduce(zeros, dist.ReduceOp.SUM, ctx.process_group)
+        return (None,) * 9
+
 
 @register_model
 class SyncBatchNormWithoutHostSync(nn.SyncBatchNorm):
@@ -60,6 +74,7 @@ class SyncBatchNormWithoutHostSync(nn.SyncBatchNorm):
 
     In a config: ``norm_cfg=dict(type='SyncBatchNormWithoutHostSync', requires_grad=True)``.
     """
+    graph_capturable = True  # nothing in its training forward or backward waits on the host
 
     def forward(self, input):
         process_group = self.process_group or (dist.group.WORLD if dist.is_available() and dist.is_initialized()

@@ -3,6 +3,7 @@ import datetime
 import json
 import os
 import socket
+import types
 
 import pytest
 import torch
@@ -48,6 +49,19 @@ def test_replknet_takes_it_as_its_norm():
     assert norms and all(type(m) is SyncBatchNormWithoutHostSync for m in norms)
 
 
+def test_an_empty_process_backward_all_reduces_in_the_statistics_dtype(monkeypatch):
+    """The other processes all-reduce float32 sums for a bf16 input; an empty process must send float32 too
+    (PyTorch's backward sends its input's dtype: bf16 zeros, a collective that does not match)."""
+    from replk_mm.models.sync_bn import _SyncBatchNormFunction
+    sent = []
+    monkeypatch.setattr(dist, 'all_reduce', lambda tensor, op, group: sent.append(tensor))
+    empty, mean = torch.empty(0, 16, 9, 11, dtype=torch.bfloat16), torch.zeros(16)
+    ctx = types.SimpleNamespace(saved_tensors=(empty, torch.ones(16), mean, torch.ones(16), torch.zeros(2, 1)),
+                                needs_input_grad=(True, True, True) + (False,) * 6, process_group=None)
+    assert _SyncBatchNormFunction.backward(ctx, torch.empty_like(empty)) == (None,) * 9
+    assert len(sent) == 1 and sent[0].dtype == torch.float32 and sent[0].shape == (32,) and not sent[0].any()
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -78,7 +92,9 @@ def _compare_on_two_gpus(rank, port, out_dir):
                             timeout=datetime.timedelta(seconds=60))
     report = dict(excess={}, ours_waits=None, reference_waits=None)
     try:
-        for batch_sizes in ((2, 3), (0, 3)):
+        # The empty batch in float32: PyTorch's function gathers an empty rank's zeros in the input's dtype and the
+        # other ranks' statistics in float32, so under bf16 its collective would not match across ranks (it hangs).
+        for batch_sizes, dtype in (((2, 3), torch.bfloat16), ((0, 3), torch.float32)):
             torch.manual_seed(0)
             reference = nn.SyncBatchNorm(16).cuda()
             reference.weight.data.uniform_(0.5, 1.5)
@@ -91,8 +107,8 @@ def _compare_on_two_gpus(rank, port, out_dir):
             results = []
             for layer in (reference, ours):
                 xi = x.clone().requires_grad_()
-                with torch.autocast('cuda', dtype=torch.bfloat16):
-                    y = layer(xi.bfloat16())
+                with torch.autocast('cuda', dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                    y = layer(xi.to(dtype))
                 y.float().backward(grad)
                 results.append((y.float(), xi.grad, layer.weight.grad, layer.running_mean, layer.running_var))
             for name, got, want in zip(('output', 'input grad', 'weight grad', 'running mean', 'running var'),
