@@ -70,7 +70,11 @@ class GraphedTraining:
     ``forward_fn`` eagerly. The module's parameters must keep their storage after the first capture (move and
     cast the model before training, as mmengine does); which of them are trainable is checked on every call. Replays
     write into the same output tensors: one call's outputs must be used up (backward included) before the
-    next call, as they are in a training step. SyncBN across processes is not captured: those runs stay eager.
+    next call, as they are in a training step. Across processes, SyncBN layers that say ``graph_capturable``
+    (``SyncBatchNormWithoutHostSync``) are captured with their collectives; with PyTorch's SyncBN the module runs
+    eagerly. The capture's warm-up steps run those collectives, so every process must capture at the same call:
+    there, only the first training call captures (the same step everywhere); replays and eager calls then issue
+    the same collectives, whatever each process's input shape.
 
     The holder of this object (the module) passes itself on each call, so that the object holds no module and
     a deep copy of the module (an EMA model, a deploy copy) starts with no graphs.
@@ -128,7 +132,13 @@ class GraphedTraining:
             shapes = [captured[0] for captured in self.captured]
             return f'input shape {key[0]} is not one of the {self.max_shapes} captured ({shapes})'
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if distributed and torch.distributed.get_world_size() > 1 and any(
-                isinstance(m, torch.nn.SyncBatchNorm) for m in module.modules()):
-            return 'SyncBN across processes is not captured'
+        sync_norms = [m for m in module.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
+        if not (distributed and sync_norms and torch.distributed.get_world_size() > 1):
+            return None
+        if not all(getattr(m, 'graph_capturable', False) for m in sync_norms):
+            return ("PyTorch's SyncBN across processes reads data back to the host in every forward, which a CUDA "
+                    "graph cannot capture (norm_cfg type 'SyncBatchNormWithoutHostSync' can be)")
+        if self.captured:  # the first training call captures on every process at once; a later one would not
+            return (f'across processes only the first training shape is captured ({list(self.captured)[0][0]}): '
+                    "a capture's warm-up steps run collectives that the other processes would not join")
         return None

@@ -58,6 +58,26 @@ def test_shapes_beyond_the_limit_run_eagerly_with_one_warning(monkeypatch):
     assert len(graphs.captured) == 1
 
 
+def test_across_processes_only_syncbn_without_host_waits_is_captured(monkeypatch):
+    """PyTorch's SyncBN reads back to the host in its forward (not capturable); SyncBatchNormWithoutHostSync
+    does not, and is captured with its collectives."""
+    monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
+    monkeypatch.setattr(torch.distributed, 'get_world_size', lambda group=None: 2)
+    key = ((2, 3, 64, 64), torch.float32, torch.device('cuda', 0), False, None)
+    reasons = {}
+    for norm in ('SyncBN', 'SyncBatchNormWithoutHostSync'):
+        model = RepLKNet(arch=TINY_ARCH, cuda_graph=True, norm_cfg=dict(type=norm, requires_grad=True))
+        reasons[norm] = model.cuda_graphs._eager_reason(model, key)
+    assert "PyTorch's SyncBN across processes" in reasons['SyncBN']
+    assert reasons['SyncBatchNormWithoutHostSync'] is None
+    # Once a shape is captured, another (even with room under max_shapes) is not: its warm-up's collectives
+    # would have no partner on the other processes.
+    model.cuda_graphs.max_shapes = 2
+    model.cuda_graphs.captured[key] = object()
+    other = ((2, 3, 64, 96),) + key[1:]
+    assert 'only the first training shape is captured' in model.cuda_graphs._eager_reason(model, other)
+
+
 def test_deep_copy_starts_without_graphs():
     """An EMA or deploy copy must not share (or try to copy) the original's captured graphs."""
     model = RepLKNet(arch=TINY_ARCH, cuda_graph=True)
@@ -147,3 +167,51 @@ def test_frozen_after_capture_is_refused():
     graphed.stem[0].conv.weight.requires_grad_(False)
     with pytest.raises(RuntimeError, match='frozen or unfrozen after the CUDA graphs were captured'):
         graphed(torch.randn(1, 3, 64, 64, device='cuda'))
+
+
+def _graphed_syncbn_on_two_gpus(rank, port, out_dir):
+    """Graphed and eager twins with SyncBatchNormWithoutHostSync, three steps each on this rank's own batches;
+    writes whether the graphs were captured and the first mismatch (None: the same training)."""
+    import datetime
+    import json
+    import os
+
+    import torch.distributed as dist
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.cuda.set_device(rank)
+    dist.init_process_group('nccl', rank=rank, world_size=2, device_id=torch.device('cuda', rank),
+                            timeout=datetime.timedelta(seconds=60))
+    report = dict(captured=None, mismatch=None)
+    try:
+        torch.backends.cudnn.allow_tf32 = False
+        norm_cfg = dict(type='SyncBatchNormWithoutHostSync', requires_grad=True)
+        graphed, eager = (model.cuda().train() for model in twins(norm_cfg=norm_cfg))
+        torch.manual_seed(1 + rank)
+        inputs = [torch.randn(2, 3, 64, 96, device='cuda') + rank for _ in range(3)]
+        graphed_run = train_steps(graphed, inputs, None)
+        report['captured'] = len(graphed.cuda_graphs.captured)
+        try:
+            assert_same_training(graphed_run, train_steps(eager, inputs, None), graphed, eager, 1e-4)
+        except AssertionError as exc:
+            report['mismatch'] = str(exc)[:500]
+    finally:
+        dist.destroy_process_group()
+        with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
+            json.dump(report, f)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason='needs two CUDA devices (NCCL)')
+def test_syncbn_across_two_gpus_is_captured_with_its_collectives(tmp_path):
+    """Across processes the SyncBN layers' all-gathers and all-reduces are replayed in the graphs: the same
+    training as eager steps, on every rank, with each rank's statistics merged with the other's."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    mp.start_processes(_graphed_syncbn_on_two_gpus, args=(port, str(tmp_path)), nprocs=2, start_method='spawn')
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f'rank{rank}.json').read_text())
+        assert report == dict(captured=1, mismatch=None), (rank, report)
