@@ -57,3 +57,36 @@ def run_main(monkeypatch, tool, *args):
     """Run tools/TOOL.py's main() with ``args`` as its command line."""
     monkeypatch.setattr(sys, 'argv', [f'{tool}.py', *map(str, args)])
     load_tool(tool).main()
+
+
+def _two_gpu_process(rank, port, out_dir, report_fn):
+    """One process of :func:`run_on_two_gpus`: NCCL on cuda:``rank``, then ``report_fn(rank)`` written as JSON."""
+    import datetime
+    import json
+    import os
+
+    import torch.distributed as dist
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.cuda.set_device(rank)
+    dist.init_process_group('nccl', rank=rank, world_size=2, device_id=torch.device('cuda', rank),
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        report = report_fn(rank)
+    finally:
+        dist.destroy_process_group()
+    with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
+        json.dump(report, f)
+
+
+def run_on_two_gpus(report_fn, tmp_path):
+    """``report_fn(rank)`` (a module-level function returning JSON-able data) in two spawned processes joined by
+    NCCL, one GPU each; their reports by rank."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    mp.start_processes(_two_gpu_process, args=(port, str(tmp_path), report_fn), nprocs=2, start_method='spawn')
+    return [json.loads((tmp_path / f'rank{rank}.json').read_text()) for rank in (0, 1)]

@@ -7,7 +7,7 @@ import torch
 
 from replk_mm import RepLKNet
 
-from conftest import TINY_ARCH
+from conftest import TINY_ARCH, run_on_two_gpus
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA graphs need a GPU')
 
@@ -169,49 +169,26 @@ def test_frozen_after_capture_is_refused():
         graphed(torch.randn(1, 3, 64, 64, device='cuda'))
 
 
-def _graphed_syncbn_on_two_gpus(rank, port, out_dir):
-    """Graphed and eager twins with SyncBatchNormWithoutHostSync, three steps each on this rank's own batches;
-    writes whether the graphs were captured and the first mismatch (None: the same training)."""
-    import datetime
-    import json
-    import os
-
-    import torch.distributed as dist
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    torch.cuda.set_device(rank)
-    dist.init_process_group('nccl', rank=rank, world_size=2, device_id=torch.device('cuda', rank),
-                            timeout=datetime.timedelta(seconds=60))
-    report = dict(captured=None, mismatch=None)
+def _graphed_syncbn_steps(rank):
+    """Graphed and eager twins with SyncBatchNormWithoutHostSync, three steps each on this rank's own batches:
+    whether the graphs were captured and the first mismatch (None: the same training)."""
+    torch.backends.cudnn.allow_tf32 = False
+    norm_cfg = dict(type='SyncBatchNormWithoutHostSync', requires_grad=True)
+    graphed, eager = (model.cuda().train() for model in twins(norm_cfg=norm_cfg))
+    torch.manual_seed(1 + rank)
+    inputs = [torch.randn(2, 3, 64, 96, device='cuda') + rank for _ in range(3)]
+    graphed_run = train_steps(graphed, inputs, None)
+    report = dict(captured=len(graphed.cuda_graphs.captured), mismatch=None)
     try:
-        torch.backends.cudnn.allow_tf32 = False
-        norm_cfg = dict(type='SyncBatchNormWithoutHostSync', requires_grad=True)
-        graphed, eager = (model.cuda().train() for model in twins(norm_cfg=norm_cfg))
-        torch.manual_seed(1 + rank)
-        inputs = [torch.randn(2, 3, 64, 96, device='cuda') + rank for _ in range(3)]
-        graphed_run = train_steps(graphed, inputs, None)
-        report['captured'] = len(graphed.cuda_graphs.captured)
-        try:
-            assert_same_training(graphed_run, train_steps(eager, inputs, None), graphed, eager, 1e-4)
-        except AssertionError as exc:
-            report['mismatch'] = str(exc)[:500]
-    finally:
-        dist.destroy_process_group()
-        with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
-            json.dump(report, f)
+        assert_same_training(graphed_run, train_steps(eager, inputs, None), graphed, eager, 1e-4)
+    except AssertionError as exc:
+        report['mismatch'] = str(exc)[:500]
+    return report
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason='needs two CUDA devices (NCCL)')
 def test_syncbn_across_two_gpus_is_captured_with_its_collectives(tmp_path):
     """Across processes the SyncBN layers' all-gathers and all-reduces are replayed in the graphs: the same
     training as eager steps, on every rank, with each rank's statistics merged with the other's."""
-    import json
-    import socket
-
-    import torch.multiprocessing as mp
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    mp.start_processes(_graphed_syncbn_on_two_gpus, args=(port, str(tmp_path)), nprocs=2, start_method='spawn')
-    for rank in (0, 1):
-        report = json.loads((tmp_path / f'rank{rank}.json').read_text())
+    for rank, report in enumerate(run_on_two_gpus(_graphed_syncbn_steps, tmp_path)):
         assert report == dict(captured=1, mismatch=None), (rank, report)

@@ -1,14 +1,9 @@
 """SyncBatchNormWithoutHostSync: nn.SyncBatchNorm's results without the forward's host synchronisation."""
-import datetime
-import json
-import os
-import socket
 import types
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from mmcv.cnn import build_norm_layer
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import DefaultScope
@@ -17,7 +12,7 @@ from torch import nn
 import replk_mm  # noqa: F401  (registers the norm type)
 from replk_mm.models import RepLKNet, SyncBatchNormWithoutHostSync
 
-from conftest import TINY_ARCH
+from conftest import TINY_ARCH, run_on_two_gpus
 
 NORM_CFG = dict(type='SyncBatchNormWithoutHostSync', requires_grad=True)
 
@@ -62,12 +57,6 @@ def test_an_empty_process_backward_all_reduces_in_the_statistics_dtype(monkeypat
     assert len(sent) == 1 and sent[0].dtype == torch.float32 and sent[0].shape == (32,) and not sent[0].any()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _synchronises(layer, x):
     """Whether ``layer(x)`` makes the host wait for the GPU (PyTorch's sync debug mode raises where it does)."""
     torch.cuda.set_sync_debug_mode('error')
@@ -82,56 +71,46 @@ def _synchronises(layer, x):
         torch.cuda.set_sync_debug_mode('default')
 
 
-def _compare_on_two_gpus(rank, port, out_dir):
-    """Each rank feeds its own batch (rank 0 an empty one in the second case) through both layers and writes, per
+def _compare_on_two_gpus(rank):
+    """Each rank feeds its own batch (rank 0 an empty one in the second case) through both layers; per
     output, gradient and running statistic, how far ours lies outside assert_close's bound (rtol 1e-5) around
     PyTorch's (None where both are None, as an empty batch's gradients are), and which forward waits."""
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    torch.cuda.set_device(rank)
-    dist.init_process_group('nccl', rank=rank, world_size=2, device_id=torch.device('cuda', rank),
-                            timeout=datetime.timedelta(seconds=60))
     report = dict(excess={}, ours_waits=None, reference_waits=None)
-    try:
-        # The empty batch in float32: PyTorch's function gathers an empty rank's zeros in the input's dtype and the
-        # other ranks' statistics in float32, so under bf16 its collective would not match across ranks (it hangs).
-        for batch_sizes, dtype in (((2, 3), torch.bfloat16), ((0, 3), torch.float32)):
-            torch.manual_seed(0)
-            reference = nn.SyncBatchNorm(16).cuda()
-            reference.weight.data.uniform_(0.5, 1.5)
-            reference.bias.data.uniform_(-1, 1)
-            ours = SyncBatchNormWithoutHostSync(16).cuda()
-            ours.load_state_dict(reference.state_dict())
-            torch.manual_seed(1 + rank)
-            x = torch.randn(batch_sizes[rank], 16, 9, 11, device='cuda') * 2 + rank
-            grad = torch.randn_like(x)
-            results = []
-            for layer in (reference, ours):
-                xi = x.clone().requires_grad_()
-                with torch.autocast('cuda', dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-                    y = layer(xi.to(dtype))
-                y.float().backward(grad)
-                results.append((y.float(), xi.grad, layer.weight.grad, layer.running_mean, layer.running_var))
-            for name, got, want in zip(('output', 'input grad', 'weight grad', 'running mean', 'running var'),
-                                       results[1], results[0]):
-                key = f'batches {batch_sizes}: {name}'
-                if got is None or want is None:
-                    report['excess'][key] = 'both None' if got is None and want is None else 'one None'
-                elif want.numel():
-                    report['excess'][key] = float(((got - want).abs() - 1e-5 * want.abs()).max())
-        x = torch.randn(2, 16, 9, 11, device='cuda')
-        report['ours_waits'] = _synchronises(ours, x)
-        report['reference_waits'] = _synchronises(reference, x)
-    finally:
-        dist.destroy_process_group()
-        with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
-            json.dump(report, f)
+    # The empty batch in float32: PyTorch's function gathers an empty rank's zeros in the input's dtype and the
+    # other ranks' statistics in float32, so under bf16 its collective would not match across ranks (it hangs).
+    for batch_sizes, dtype in (((2, 3), torch.bfloat16), ((0, 3), torch.float32)):
+        torch.manual_seed(0)
+        reference = nn.SyncBatchNorm(16).cuda()
+        reference.weight.data.uniform_(0.5, 1.5)
+        reference.bias.data.uniform_(-1, 1)
+        ours = SyncBatchNormWithoutHostSync(16).cuda()
+        ours.load_state_dict(reference.state_dict())
+        torch.manual_seed(1 + rank)
+        x = torch.randn(batch_sizes[rank], 16, 9, 11, device='cuda') * 2 + rank
+        grad = torch.randn_like(x)
+        results = []
+        for layer in (reference, ours):
+            xi = x.clone().requires_grad_()
+            with torch.autocast('cuda', dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                y = layer(xi.to(dtype))
+            y.float().backward(grad)
+            results.append((y.float(), xi.grad, layer.weight.grad, layer.running_mean, layer.running_var))
+        for name, got, want in zip(('output', 'input grad', 'weight grad', 'running mean', 'running var'),
+                                   results[1], results[0]):
+            key = f'batches {batch_sizes}: {name}'
+            if got is None or want is None:
+                report['excess'][key] = 'both None' if got is None and want is None else 'one None'
+            elif want.numel():
+                report['excess'][key] = float(((got - want).abs() - 1e-5 * want.abs()).max())
+    x = torch.randn(2, 16, 9, 11, device='cuda')
+    report['ours_waits'] = _synchronises(ours, x)
+    report['reference_waits'] = _synchronises(reference, x)
+    return report
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason='needs two CUDA devices (NCCL)')
 def test_two_gpu_results_equal_sync_batch_norm_and_the_forward_never_waits(tmp_path):
-    mp.start_processes(_compare_on_two_gpus, args=(_free_port(), str(tmp_path)), nprocs=2, start_method='spawn')
-    for rank in (0, 1):
-        report = json.loads((tmp_path / f'rank{rank}.json').read_text())
+    for rank, report in enumerate(run_on_two_gpus(_compare_on_two_gpus, tmp_path)):
         names = ['output', 'input grad', 'weight grad', 'running mean', 'running var']
         # rank 0's empty batch: its running statistics still compared (its output is empty, its gradients None)
         required = [f'batches (2, 3): {n}' for n in names] + [f'batches (0, 3): {n}' for n in
