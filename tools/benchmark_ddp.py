@@ -8,8 +8,8 @@ through its own pipeline with ``--workers`` loader processes per GPU, and logs e
 so each logged ``time`` is one iteration: loading, the step, DDP's all-reduce and SyncBN included. The first
 ``--skip`` iterations (compiles, cuDNN's autotuning, loader start-up) are dropped; the median of the rest gives
 images/s, and per-GPU efficiency at N GPUs is (images/s at N) / (N x images/s at 1). ``data_time`` (rank 0's wait
-for its loader) says whether loading bounds it; ``--profile`` adds mmengine's ProfilerHook over three iterations
-after the skipped ones and prints each rank's table of kernels into the run's log.
+for its loader) says whether loading bounds it; ``--profile`` adds mmengine's ProfilerHook over the last three skipped
+iterations (none of the timed ones) and prints each rank's table of kernels into the run's log.
 The config must be iteration-based (the segmentation configs).
 
     python tools/benchmark_ddp.py configs/upernet_replknet31b_ade20k.py --gpus 1 2 4 --amp-dtype bfloat16 \\
@@ -38,10 +38,11 @@ def run_options(iters, batch_size, workers):
 
 
 def profile_options(skip):
-    """mmengine's ProfilerHook (CPU and CUDA activity) over iterations skip+2 to skip+4, a table per rank."""
+    """mmengine's ProfilerHook (CPU and CUDA activity) over iterations skip-2 to skip, a table per rank: within
+    the skipped iterations, so that neither the profiler nor its export (seconds) enters the timing."""
     hook = 'default_hooks.profiler'
-    return [f'{hook}.type=ProfilerHook', f'{hook}.by_epoch=False', f'{hook}.profile_times={skip + 4}',
-            f'{hook}.activity_with_cuda=True', f'{hook}.schedule.wait={skip}', f'{hook}.schedule.warmup=1',
+    return [f'{hook}.type=ProfilerHook', f'{hook}.by_epoch=False', f'{hook}.profile_times={skip}',
+            f'{hook}.activity_with_cuda=True', f'{hook}.schedule.wait={skip - 4}', f'{hook}.schedule.warmup=1',
             f'{hook}.schedule.active=3', f'{hook}.on_trace_ready.type=log_trace',
             f'{hook}.on_trace_ready.sort_by=self_cuda_time_total', f'{hook}.on_trace_ready.row_limit=30']
 
@@ -105,8 +106,9 @@ def main():
     args = parser.parse_args()
     if args.skip >= args.iters:
         parser.error(f'--skip ({args.skip}) must be less than --iters ({args.iters})')
-    if args.profile and args.skip + 4 > args.iters:
-        parser.error(f'--profile records iterations up to --skip + 4 ({args.skip + 4}); --iters is {args.iters}')
+    if args.profile and args.skip < 6:
+        parser.error(f'--profile records the last three of the skipped iterations, after at least two more: '
+                     f'--skip must be at least 6, got {args.skip}')
     if 'max_iters' not in Config.fromfile(args.config, import_custom_modules=False).get('train_cfg', {}):
         parser.error(f'{args.config}: train_cfg has no max_iters; this tool times iteration-based configs')
 
