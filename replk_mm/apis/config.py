@@ -50,7 +50,7 @@ def load_run_config(config, cfg_options=None, work_dir=None, launcher='none'):
 
     Raises a clear error for a missing config file or a ``--cfg-options`` key whose parent is
     not in the config (a typo would otherwise be silently added and ignored), unless the options
-    build that parent as a new object, giving its ``type`` (``default_hooks.profiler.type=...``).
+    add that parent, with its ``type``, to a collection of objects (``default_hooks.profiler.type=...``).
     """
     cfg = load_config(config)
     cfg.launcher = launcher
@@ -67,16 +67,24 @@ def load_run_config(config, cfg_options=None, work_dir=None, launcher='none'):
     return cfg
 
 
+def _holds_only_objects(node):
+    """Whether a config dict is a collection of buildable objects (every value a dict with a ``type``), as
+    ``default_hooks`` is: there a new key is a new member, elsewhere (``model``) most likely a typo."""
+    return bool(node) and all(isinstance(value, dict) and 'type' in value for value in node.values())
+
+
 def check_override(cfg_dict, config, key, value, new_objects=()):
-    """A ``--cfg-options`` key must extend an existing dict or one of ``new_objects`` (the keys of new dicts that
-    the options give a ``type``), and keep the type of a value it replaces."""
+    """A ``--cfg-options`` key must extend an existing dict, or add to a collection of objects one of
+    ``new_objects`` (the keys of new dicts that the options give a ``type``), and keep the type of a value it
+    replaces."""
     node = cfg_dict
     parts = key.split('.')
     for depth, part in enumerate(parts[:-1]):
         if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
             continue
-        if isinstance(node, dict) and part not in node and '.'.join(parts[:depth + 1]) in new_objects:
+        if (isinstance(node, dict) and part not in node and '.'.join(parts[:depth + 1]) in new_objects
+                and _holds_only_objects(node)):
             return  # a new object's settings: nothing in the config to check them against
         if not isinstance(node, dict) or part not in node:
             parent = '.'.join(parts[:depth]) or '<top level>'
