@@ -7,13 +7,20 @@ constructor's own ``add_params`` and merges the parameters whose settings are eq
 of first appearance, with the multi-tensor (``foreach``) AdamW, or the fused one when every parameter is on CUDA.
 Every parameter gets the same lr, weight decay and update as under the default constructor.
 
+The optimizer's ``step`` is kept out of ``torch.compile``: mmengine's ``compile=True`` compiles ``train_step``,
+optimizer step included, where dynamo guards on each group's lr (a Python float) and so recompiles at every
+scheduler step (on a CPU each AdamW recompile of the tiny UperNet took about a minute); the foreach or fused step
+gains nothing from it.
+
 Checkpoints keep the default constructor's layout (one group per parameter, in model order), converted in the
 optimizer's state-dict hooks: each constructor resumes from the other's checkpoints. The parameter schedulers'
 own state (``base_values``, ``_last_value``: one entry per group) is not converted; mmengine's LinearLR, PolyLR,
 MultiStepLR and StepLR compute each step from the groups' current values and are unaffected by it.
 """
 import inspect
+import types
 
+import torch
 from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 
@@ -161,6 +168,8 @@ class MergedGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                                    saved_flags=saved_flags)
             optimizer.register_state_dict_post_hook(layout.to_default)
             optimizer.register_load_state_dict_pre_hook(layout.from_default)
+        # A bound method still: schedulers wrap an optimizer's step through its __func__ and __self__.
+        optimizer.step = types.MethodType(torch.compiler.disable(type(optimizer).step), optimizer)
         optim_wrapper_cfg = dict(self.optim_wrapper_cfg)
         optim_wrapper_cfg.setdefault('type', 'OptimWrapper')
         return OPTIM_WRAPPERS.build(optim_wrapper_cfg, default_args=dict(optimizer=optimizer))

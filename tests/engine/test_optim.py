@@ -279,3 +279,28 @@ def test_runner_resumes_across_constructors(tmp_path):
     for writer, reader in ((default, merged), (merged, default), (merged, merged)):
         resumed = train_run(reader, f'{writer}_{reader}', max_iters=5, resume_from=checkpoints[writer])
         assert relative_error(list(resumed.values()), list(reference.values())) < 1e-6, (writer, reader)
+
+
+def test_compiled_training_steps_leave_the_optimizer_step_eager():
+    """Under torch.compile (mmengine's compile=True compiles train_step, the optimizer step with it) the step is
+    not traced: tracing it guards on every group's lr and recompiles at each scheduler step. The updates and the
+    schedulers' wrapping of the step are those of eager steps."""
+    from torch._dynamo.testing import CompileCounter
+    model, ref = ToyNet(), ToyNet()
+    ref.load_state_dict(model.state_dict())
+    wrappers = [build('MergedGroupsOptimWrapperConstructor', net, RICH_PARAMWISE) for net in (model, ref)]
+    scheds = [schedulers(wrapper) for wrapper in wrappers]
+    counter = CompileCounter()
+    torch._dynamo.reset()
+    compiled_step = torch.compile(lambda: wrappers[0].step(), backend=counter)
+    for step in range(4):  # the warm-up's lr changes at every step
+        for net, wrapper_step in ((model, compiled_step), (ref, wrappers[1].step)):
+            generator = torch.Generator().manual_seed(step)
+            for param in net.parameters():
+                param.grad = torch.randn(param.shape, generator=generator) if param.requires_grad else None
+            wrapper_step()
+        for scheduler in scheds[0] + scheds[1]:
+            scheduler.step()
+    assert counter.frame_count == 0  # no graph of the optimizer's step was compiled
+    assert wrappers[0]._global_step == wrappers[1]._global_step == 3  # mmengine's schedulers' counter (-1 at first)
+    assert_same_params(model, ref)
