@@ -6,7 +6,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from replk_mm.apis import build_model, resolve_config_path
+from replk_mm.apis import build_model, load_run_config, resolve_config_path
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 CONFIGS = sorted(p.name for p in CONFIG_DIR.glob('*.py'))
@@ -101,3 +101,25 @@ def test_upernet_swin_b_peer_with_fast_heads_has_mmseg_swin_b_parameters():
     fast = build(CONFIG_DIR / 'benchmarks' / 'upernet_swin_b_fast_heads_ade20k.py')
     assert (type(fast.decode_head).__name__, type(fast.auxiliary_head).__name__) == ('FastUPerHead', 'FastFCNHead')
     assert [(n, p.shape) for n, p in fast.named_parameters()] == [(n, p.shape) for n, p in stock.named_parameters()]
+
+
+TINY_SEG_CONFIG = str(CONFIG_DIR / 'upernet_replknet_tiny_synthetic_ade20k.py')
+
+
+def test_cfg_options_may_set_a_runner_setting_the_config_leaves_out():
+    assert load_run_config(TINY_SEG_CONFIG, {'compile.dynamic': True}).compile == {'dynamic': True}
+
+
+def test_cfg_options_may_add_a_hook_with_its_type():
+    options = {'default_hooks.profiler.type': 'ProfilerHook', 'default_hooks.profiler.profile_times': 3}
+    cfg = load_run_config(TINY_SEG_CONFIG, options)
+    assert cfg.default_hooks.profiler == {'type': 'ProfilerHook', 'profile_times': 3}
+
+
+@pytest.mark.parametrize('option, message', [
+    ('compil.dynamic', "has no key 'compil' under <top level>"),
+    ('model.bakcbone.type', "has no key 'bakcbone' under model"),  # with its type: model is not a set of hooks
+])
+def test_cfg_options_refuse_misspelt_parents(option, message):
+    with pytest.raises(KeyError, match=message):
+        load_run_config(TINY_SEG_CONFIG, {option: 'RepLKNet'})

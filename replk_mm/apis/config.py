@@ -1,11 +1,16 @@
 """Reading configs for the tools: files or ``package::path``, ``--cfg-options`` checks, scope, deploy form."""
 import copy
+import inspect
 import os.path as osp
 
 from mmengine.config import Config
+from mmengine.runner import Runner
 from mmengine.utils import get_installed_path, is_installed
 
 SCOPES = ('mmseg', 'mmdet')
+# Top-level keys that mmengine's Runner reads from a config (its arguments, and ``compile``, which ``Runner.train``
+# reads): a config may leave them out, and ``--cfg-options compile.dynamic=True`` still names a real setting.
+RUNNER_ARGUMENTS = frozenset(inspect.signature(Runner.__init__).parameters) - {'self'} | {'compile'}
 DEPLOY_CFG_OPTIONS = 'model.backbone.small_kernel_merged=True model.backbone.init_cfg=None'
 
 
@@ -74,9 +79,9 @@ def _holds_only_objects(node):
 
 
 def check_override(cfg_dict, config, key, value, new_objects=()):
-    """A ``--cfg-options`` key must extend an existing dict, or add to a collection of objects one of
-    ``new_objects`` (the keys of new dicts that the options give a ``type``), and keep the type of a value it
-    replaces."""
+    """A ``--cfg-options`` key must extend an existing dict or a Runner setting (``RUNNER_ARGUMENTS``), or add
+    to a collection of objects one of ``new_objects`` (the keys of new dicts that the options give a ``type``),
+    and keep the type of a value it replaces."""
     node = cfg_dict
     parts = key.split('.')
     for depth, part in enumerate(parts[:-1]):
@@ -86,6 +91,8 @@ def check_override(cfg_dict, config, key, value, new_objects=()):
         if (isinstance(node, dict) and part not in node and '.'.join(parts[:depth + 1]) in new_objects
                 and _holds_only_objects(node)):
             return  # a new object's settings: nothing in the config to check them against
+        if depth == 0 and part not in node and part in RUNNER_ARGUMENTS:
+            return  # a Runner setting the config leaves at its default
         if not isinstance(node, dict) or part not in node:
             parent = '.'.join(parts[:depth]) or '<top level>'
             raise KeyError(f'--cfg-options {key}: {config} has no key {part!r} under {parent}')
