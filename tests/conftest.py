@@ -1,10 +1,16 @@
-"""Shared test helpers: the official key lists and a tiny RepLKNet arch that keeps large kernels."""
+"""Shared test helpers: the official key lists, a tiny RepLKNet arch that keeps large kernels, two-GPU runs."""
+import datetime
 import importlib.util
+import json
+import os
+import socket
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from replk_mm.numerics import relative_error  # noqa: F401  (the tests' error measure, re-exported)
@@ -61,11 +67,6 @@ def run_main(monkeypatch, tool, *args):
 
 def _two_gpu_process(rank, port, out_dir, report_fn):
     """One process of :func:`run_on_two_gpus`: NCCL on cuda:``rank``, then ``report_fn(rank)`` written as JSON."""
-    import datetime
-    import json
-    import os
-
-    import torch.distributed as dist
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     torch.cuda.set_device(rank)
     dist.init_process_group('nccl', rank=rank, world_size=2, device_id=torch.device('cuda', rank),
@@ -81,10 +82,6 @@ def _two_gpu_process(rank, port, out_dir, report_fn):
 def run_on_two_gpus(report_fn, tmp_path):
     """``report_fn(rank)`` (a module-level function returning JSON-able data) in two spawned processes joined by
     NCCL, one GPU each; their reports by rank."""
-    import json
-    import socket
-
-    import torch.multiprocessing as mp
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         port = sock.getsockname()[1]
