@@ -342,14 +342,9 @@ def sizes_sweep(ops, dtype_names, count, batch=2):
     for dtype_name in dtype_names:
         dtype = DTYPES[dtype_name]
         for height, width in sizes:
-            for _, C, H, W, K in stage_shapes(batch, height, width):
-                x = torch.randn(batch, C, H, W, device='cuda', dtype=dtype, requires_grad=True)
-                w = (torch.randn(C, 1, K, K, device='cuda') / K).requires_grad_()  # fp32, as under autocast
-                gy = torch.randn(batch, C, H, W, device='cuda', dtype=dtype)
-
-                def step():
-                    return torch.autograd.grad(ops.depthwise_conv2d(x, w, impl='triton'), (x, w), gy)
-
+            for shape in stage_shapes(batch, height, width):
+                _, C, H, W, K = shape
+                step = fwd_bwd(lambda x, w: ops.depthwise_conv2d(x, w, impl='triton'), *make_inputs(shape, dtype))
                 compiled_before = compiled_kernels(kernels)
                 torch.cuda.synchronize()
                 start = time.perf_counter()
