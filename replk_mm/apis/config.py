@@ -54,8 +54,9 @@ def load_run_config(config, cfg_options=None, work_dir=None, launcher='none'):
     """Read ``config``, apply ``--cfg-options`` and pick the work dir as mmseg/mmdet's tools do.
 
     Raises a clear error for a missing config file or a ``--cfg-options`` key whose parent is
-    not in the config (a typo would otherwise be silently added and ignored), unless the options
-    add that parent, with its ``type``, to a collection of objects (``default_hooks.profiler.type=...``).
+    not in the config (a typo would otherwise be silently added and ignored), unless that parent is a
+    Runner setting the config leaves out (``compile.dynamic=True``) or the options add it, with its
+    ``type``, to a collection of objects (``default_hooks.profiler.type=...``).
     """
     cfg = load_config(config)
     cfg.launcher = launcher
