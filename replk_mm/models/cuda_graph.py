@@ -5,6 +5,7 @@ they take on the GPU (UperNet at 2 x 512x512 on an H200: docs/benchmarks.md). A 
 pass with one call. UperNet trains on crops of one size, so one captured forward and one backward serve
 every step. Depends on torch only.
 """
+import contextlib
 import warnings
 
 import torch
@@ -31,33 +32,58 @@ class _Replay(torch.autograd.Function):
         return (None, None, *grads)
 
 
+@contextlib.contextmanager
+def _trainable_parameters_as_new_leaves(module, params):
+    """Within the block, ``module``'s trainable parameters are new leaf tensors on the same storage; yields the
+    stand-ins of ``params``, in order.
+
+    DDP keeps every parameter's gradient accumulator, made on the stream that was current when it wrapped the model
+    (the legacy default stream, in mmengine). A backward captured into the parameters themselves would make that
+    stream wait on the capturing one, which CUDA refuses (cudaErrorStreamCaptureImplicit: seen with DDP even in one
+    process). The captured passes differentiate with respect to the stand-ins, whose accumulators are made inside
+    the capture; a replay hands its gradients to the real parameters outside it.
+    """
+    stand_ins = {}
+    slots = [(owner, name, param) for owner in module.modules() for name, param in owner._parameters.items()
+             if param is not None and param.requires_grad]
+    try:
+        for owner, name, param in slots:
+            owner._parameters[name] = stand_ins.setdefault(param, torch.nn.Parameter(param.detach()))
+        yield tuple(stand_ins[param] for param in params)
+    finally:
+        for owner, name, param in slots:
+            owner._parameters[name] = param
+
+
 class _CapturedPair:
     """Forward and backward graphs of one input shape, dtype and autocast setting, in one memory pool."""
 
     def __init__(self, forward_fn, module, x, warmup):
         self.all_params = tuple(module.parameters())
         self.trainable = tuple(param.requires_grad for param in self.all_params)
-        self.params = params = tuple(param for param in self.all_params if param.requires_grad)
+        self.params = tuple(param for param in self.all_params if param.requires_grad)
         self.static_input = x.detach().clone()
         # Warm-up on a side stream: cuDNN and Triton choose and compile kernels, lazy state is made, before
         # the capture, which must not meet any of it. It runs real steps: the buffers (BN statistics) are
         # put back afterwards, so that the first replay updates them once, as an eager step would.
         saved_buffers = [(buffer, buffer.clone()) for buffer in module.buffers()]
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(warmup):
-                outputs = forward_fn(self.static_input)
-                torch.autograd.grad(outputs, params, [torch.ones_like(out) for out in outputs], allow_unused=True)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.forward_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.forward_graph):
-            self.static_outputs = tuple(forward_fn(self.static_input))
-        self.static_grad_outputs = tuple(torch.empty_like(out) for out in self.static_outputs)
-        self.backward_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.backward_graph, pool=self.forward_graph.pool()):
-            self.static_grads = torch.autograd.grad(self.static_outputs, params, self.static_grad_outputs,
-                                                    allow_unused=True)
+        with _trainable_parameters_as_new_leaves(module, self.params) as params:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(warmup):
+                    outputs = forward_fn(self.static_input)
+                    torch.autograd.grad(outputs, params, [torch.ones_like(out) for out in outputs],
+                                        allow_unused=True)
+            torch.cuda.current_stream().wait_stream(stream)
+            self.forward_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.forward_graph):
+                self.static_outputs = tuple(forward_fn(self.static_input))
+            self.static_grad_outputs = tuple(torch.empty_like(out) for out in self.static_outputs)
+            self.backward_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.backward_graph, pool=self.forward_graph.pool()):
+                self.static_grads = torch.autograd.grad(self.static_outputs, params, self.static_grad_outputs,
+                                                        allow_unused=True)
         for buffer, saved in saved_buffers:
             buffer.copy_(saved)
 

@@ -4,8 +4,11 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from replk_mm import RepLKNet
+from replk_mm.models.cuda_graph import _trainable_parameters_as_new_leaves
 
 from conftest import TINY_ARCH, run_on_two_gpus
 
@@ -89,6 +92,34 @@ def test_deep_copy_starts_without_graphs():
     assert model.cuda_graphs.captured == {}
 
 
+def test_captured_passes_differentiate_stand_ins_on_the_parameters_storage():
+    """DDP keeps each parameter's gradient accumulator, made on the stream current when it wrapped the model; a
+    captured backward must not reach it. Inside the block the trainable parameters are new leaves on the same
+    storage (tied ones still tied, frozen ones left), with the parameters' gradients; after it, the module's own."""
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    model[1].weight = model[0].weight
+    model[1].bias.requires_grad_(False)
+    x = torch.randn(4, 3)
+    expected = torch.autograd.grad(model(x).square().sum(), [model[0].weight, model[0].bias])
+    originals = list(model.parameters())
+    with _trainable_parameters_as_new_leaves(model, [model[0].weight, model[0].bias]) as stand_ins:
+        weight, bias = stand_ins
+        assert weight is not originals[0] and weight.data_ptr() == originals[0].data_ptr()
+        assert model[0].weight is weight and model[1].weight is weight and model[0].bias is bias
+        assert model[1].bias is originals[2]
+        grads = torch.autograd.grad(model(x).square().sum(), stand_ins)
+        with torch.no_grad():
+            originals[0].add_(1.0)  # an optimizer's in-place step is seen through the stand-in
+        assert torch.equal(weight, originals[0])
+    for actual, wanted in zip(grads, expected):
+        torch.testing.assert_close(actual, wanted, rtol=1e-6, atol=0)
+    assert all(param.grad is None for param in originals)
+    assert [id(param) for param in model.parameters()] == [id(param) for param in originals]
+    with pytest.raises(ZeroDivisionError), _trainable_parameters_as_new_leaves(model, []):
+        1 / 0
+    assert model[0].weight is originals[0]
+
+
 def train_steps(model, inputs, autocast_dtype, accumulate=1):
     """Plain SGD steps (a small lr: the two models' float differences must not grow step by step) on ``inputs``,
     each summing the gradients of ``accumulate`` backward passes; the losses and each step's gradients."""
@@ -170,25 +201,28 @@ def test_frozen_after_capture_is_refused():
 
 
 def _graphed_syncbn_steps(rank):
-    """Graphed and eager twins with SyncBatchNormWithoutHostSync, three steps each on this rank's own batches:
-    whether the graphs were captured and the first mismatch (None: the same training)."""
+    """Graphed and eager twins with SyncBatchNormWithoutHostSync, each wrapped in DDP as mmengine wraps a model
+    (on the default stream), three steps each on this rank's own batches: whether the graphs were captured and
+    the first mismatch (None: the same training)."""
     torch.backends.cudnn.allow_tf32 = False
     norm_cfg = dict(type='SyncBatchNormWithoutHostSync', requires_grad=True)
     graphed, eager = (model.cuda().train() for model in twins(norm_cfg=norm_cfg))
     torch.manual_seed(1 + rank)
     inputs = [torch.randn(2, 3, 64, 96, device='cuda') + rank for _ in range(3)]
-    graphed_run = train_steps(graphed, inputs, None)
+    graphed_run = train_steps(DistributedDataParallel(graphed, device_ids=[rank]), inputs, None)
     report = dict(captured=len(graphed.cuda_graphs.captured), mismatch=None)
     try:
-        assert_same_training(graphed_run, train_steps(eager, inputs, None), graphed, eager, 1e-4)
+        eager_run = train_steps(DistributedDataParallel(eager, device_ids=[rank]), inputs, None)
+        assert_same_training(graphed_run, eager_run, graphed, eager, 1e-4)
     except AssertionError as exc:
         report['mismatch'] = str(exc)[:500]
     return report
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason='needs two CUDA devices (NCCL)')
-def test_syncbn_across_two_gpus_is_captured_with_its_collectives(tmp_path):
-    """Across processes the SyncBN layers' all-gathers and all-reduces are replayed in the graphs: the same
-    training as eager steps, on every rank, with each rank's statistics merged with the other's."""
+def test_syncbn_across_two_gpus_is_captured_with_its_collectives_under_ddp(tmp_path):
+    """Across processes the SyncBN layers' all-gathers and all-reduces are replayed in the graphs, inside DDP's
+    forward: the same training as eager steps, on every rank, with each rank's statistics merged with the other's
+    and DDP's averaged gradients."""
     for rank, report in enumerate(run_on_two_gpus(_graphed_syncbn_steps, tmp_path)):
         assert report == dict(captured=1, mismatch=None), (rank, report)
