@@ -1,9 +1,9 @@
 """Data-parallel scaling of a training config: the same run on 1, 2, ... GPUs, iteration times from its own log.
 
 Every run, one GPU included, goes through ``tools/dist_train.sh`` (torchrun, NCCL, DDP, SyncBN across the
-processes), so that the runs differ only in the number of processes (torchrun also sets ``OMP_NUM_THREADS=1``: on a
-64-core H200 host a plain ``python tools/train.py`` waited for its loader 0.34 s of each 0.44 s iteration, the
-torchrun runs there 0.035 s; docs/benchmarks.md). Every run keeps the per-GPU batch, loads the config's own dataset
+processes), so that the runs differ only in the number of processes (``dist_run.sh`` sets ``OMP_NUM_THREADS=1`` for
+one process as torchrun does for several: without it the one-GPU run on a 64-core H200 host waited for its loader
+0.19 s of each 0.32 s iteration; docs/benchmarks.md). Every run keeps the per-GPU batch, loads the config's own dataset
 through its own pipeline with ``--workers`` loader processes per GPU, and logs every iteration with a window of one,
 so each logged ``time`` is one iteration: loading, the step, DDP's all-reduce and SyncBN included. The first
 ``--skip`` iterations (compiles, cuDNN's autotuning, loader start-up) are dropped; the median of the rest gives
