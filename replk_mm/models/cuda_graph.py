@@ -48,7 +48,9 @@ def _trainable_parameters_as_new_leaves(module, params):
              if param is not None and param.requires_grad]
     try:
         for owner, name, param in slots:
-            owner._parameters[name] = stand_ins.setdefault(param, torch.nn.Parameter(param.detach()))
+            if param not in stand_ins:  # a parameter tied to several modules gets one stand-in
+                stand_ins[param] = torch.nn.Parameter(param.detach())
+            owner._parameters[name] = stand_ins[param]
         yield tuple(stand_ins[param] for param in params)
     finally:
         for owner, name, param in slots:
