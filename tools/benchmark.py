@@ -45,6 +45,7 @@ from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 
 from replk_mm.apis import (
+    allocator_counts,
     build_model,
     config_scope,
     load_run_config,
@@ -391,7 +392,9 @@ def measure_training(model, cfg, batches, args, device, autocast, amp_dtype, sel
     result = summary(timed_steps(first), args.batch_size, 'train_step_first_call') if first else {}
     if process_first:
         result['train_process_first_step_ms'] = process_first[0] * 1e3
+    before = allocator_counts(device)
     result.update(summary(timed_steps(steady), args.batch_size, 'train_step'))
+    result.update({f'train_step_{name}': count - before[name] for name, count in allocator_counts(device).items()})
     result['train_peak_memory_mib'] = peak_memory_mib(device)
     result['train_images_per_s'] = result.pop('train_step_images_per_s')
     if args.phases:
@@ -504,6 +507,9 @@ def print_table(results, args):
                   f'{r.get("train_peak_memory_mib") or 0:>10.0f}')
             if 'phases_ms' in r:
                 print('    phases (ms): ' + ', '.join(f'{k} {v:.1f}' for k, v in r['phases_ms'].items()))
+            if 'train_step_num_device_alloc' in r:
+                print(f'    allocator over the timed steps: {r["train_step_num_device_alloc"]} cudaMalloc, '
+                      f'{r["train_step_num_device_free"]} cudaFree, {r["train_step_num_alloc_retries"]} retries')
 
 
 def main():

@@ -42,3 +42,17 @@ def peak_memory_mib(device):
     """Peak allocated memory since :func:`reset_peak_memory`, in MiB; None off CUDA."""
     device = torch.device(device)
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == 'cuda' else None
+
+
+ALLOCATOR_COUNTS = ('num_device_alloc', 'num_device_free', 'num_alloc_retries')
+
+
+def allocator_counts(device):
+    """The CUDA caching allocator's running counts of cudaMalloc and cudaFree calls, and of retries after
+    freeing its whole cache (each a device-wide synchronisation): where these grow within timed steps, the
+    allocator, not the model, may set their pace. Empty off CUDA."""
+    device = torch.device(device)
+    if device.type != 'cuda':
+        return {}
+    stats = torch.cuda.memory_stats(device)
+    return {name: stats.get(name, 0) for name in ALLOCATOR_COUNTS}

@@ -15,7 +15,7 @@ from mmengine.config import Config
 
 from replk_mm import RepLKNet
 from replk_mm.analysis import config_complexity
-from replk_mm.apis import build_model, time_call
+from replk_mm.apis import allocator_counts, build_model, time_call
 from replk_mm.ops import DepthwiseConv2d
 
 from conftest import PROJECT_ROOT, TINY_ARCH, load_tool, run_main
@@ -343,3 +343,11 @@ def test_benchmark_rejects_bad_arguments(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         run_main(monkeypatch, 'benchmark', SEG_CONFIG, '--repeats', 0)
     assert '--repeats must be at least 1' in capsys.readouterr().err
+
+
+def test_allocator_counts_read_the_caching_allocators_calls(monkeypatch):
+    """cudaMalloc/cudaFree calls and cache-flushing retries, from torch.cuda.memory_stats; none off CUDA."""
+    assert allocator_counts('cpu') == {}
+    stats = {'num_device_alloc': 7, 'num_device_free': 2, 'allocated_bytes.all.peak': 10}
+    monkeypatch.setattr(torch.cuda, 'memory_stats', lambda device: stats)
+    assert allocator_counts('cuda:0') == dict(num_device_alloc=7, num_device_free=2, num_alloc_retries=0)
