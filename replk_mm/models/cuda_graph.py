@@ -77,6 +77,9 @@ class _CapturedPair:
                     outputs = forward_fn(self.static_input)
                     torch.autograd.grad(outputs, params, [torch.ones_like(out) for out in outputs],
                                         allow_unused=True)
+            # The last warm-up graph holds the stand-ins' gradient accumulators, made on the side stream: freed,
+            # the capture makes them anew on its own stream.
+            del outputs
             torch.cuda.current_stream().wait_stream(stream)
             self.forward_graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.forward_graph):
