@@ -8,9 +8,13 @@ from mmengine.runner import Runner
 from mmengine.utils import get_installed_path, is_installed
 
 SCOPES = ('mmseg', 'mmdet')
-# Top-level keys that mmengine's Runner reads from a config (its arguments, and ``compile``, which ``Runner.train``
-# reads): a config may leave them out, and ``--cfg-options compile.dynamic=True`` still names a real setting.
-RUNNER_ARGUMENTS = frozenset(inspect.signature(Runner.__init__).parameters) - {'self'} | {'compile'}
+# Top-level keys that mmengine's Runner reads from a config (its arguments, and those it reads from the config
+# itself: ``compile`` in ``train``, ``model_wrapper_cfg`` and the rest in ``wrap_model``): a config may leave them
+# out, and ``--cfg-options compile.dynamic=True`` or ``model_wrapper_cfg.gradient_as_bucket_view=True`` still names
+# a real setting.
+RUNNER_ARGUMENTS = frozenset(inspect.signature(Runner.__init__).parameters) - {'self'} | {
+    'compile', 'model_wrapper_cfg', 'find_unused_parameters', 'sync_bn', 'activation_checkpointing',
+    'efficient_conv_bn_eval'}
 DEPLOY_CFG_OPTIONS = 'model.backbone.small_kernel_merged=True model.backbone.init_cfg=None'
 
 

@@ -33,8 +33,11 @@ def prepare_cpu_distributed(cfg):
     if cfg.launcher == 'none' or torch.cuda.is_available():
         return
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-    cfg.model_wrapper_cfg = dict(type='CPUCapableDistributedDataParallel', broadcast_buffers=False,
-                                 find_unused_parameters=cfg.get('find_unused_parameters', False))
+    # mmengine's defaults, then the config's own wrapper settings (gradient_as_bucket_view, ...), in our wrapper.
+    wrapper = dict(broadcast_buffers=False, find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper.update(cfg.get('model_wrapper_cfg') or {})
+    wrapper['type'] = 'CPUCapableDistributedDataParallel'
+    cfg.model_wrapper_cfg = wrapper
     if cfg.launcher == 'pytorch' and not dist.is_initialized():
         dist.init_process_group(backend='gloo')
 
