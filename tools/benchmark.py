@@ -402,6 +402,9 @@ def measure_training(model, cfg, batches, args, device, autocast, amp_dtype, sel
         phase_times = phase_times[1:]  # the warm-up call
         result['phases_ms'] = {name: statistics.median(t[i] for t in phase_times) * 1e3
                                for i, name in enumerate(PHASES)}
+        # The sum of the phases' medians is not a step's median where steps vary (multi-scale): each step's own.
+        result['phases_step_sums_ms'] = [sum(t) * 1e3 for t in phase_times]
+        result['phases_sum_ms'] = statistics.median(result['phases_step_sums_ms'])
     if args.profile:
         result['profile'] = profile_table(lambda: timed_steps(steady[:3]), device)
     return result
@@ -506,7 +509,8 @@ def print_table(results, args):
                   f'{train_ms:>9.1f} {ratio(train_ms, reference.get("train_step_ms")):>6.2f} '
                   f'{r.get("train_peak_memory_mib") or 0:>10.0f}')
             if 'phases_ms' in r:
-                print('    phases (ms): ' + ', '.join(f'{k} {v:.1f}' for k, v in r['phases_ms'].items()))
+                print('    phases (ms): ' + ', '.join(f'{k} {v:.1f}' for k, v in r['phases_ms'].items())
+                      + f'; median of the steps\' sums {r["phases_sum_ms"]:.1f}')
             if 'train_step_num_device_alloc' in r:
                 print(f'    allocator over the timed steps: {r["train_step_num_device_alloc"]} cudaMalloc, '
                       f'{r["train_step_num_device_free"]} cudaFree, {r["train_step_num_alloc_retries"]} retries')
