@@ -79,11 +79,16 @@ def _two_gpu_process(rank, port, out_dir, report_fn):
         json.dump(report, f)
 
 
+def free_port():
+    """A TCP port free on this machine now, for a process group's rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def run_on_two_gpus(report_fn, tmp_path):
     """``report_fn(rank)`` (a module-level function returning JSON-able data) in two spawned processes joined by
     NCCL, one GPU each; their reports by rank."""
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    mp.start_processes(_two_gpu_process, args=(port, str(tmp_path), report_fn), nprocs=2, start_method='spawn')
+    mp.start_processes(_two_gpu_process, args=(free_port(), str(tmp_path), report_fn), nprocs=2,
+                       start_method='spawn')
     return [json.loads((tmp_path / f'rank{rank}.json').read_text()) for rank in (0, 1)]

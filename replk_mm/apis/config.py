@@ -12,7 +12,7 @@ SCOPES = ('mmseg', 'mmdet')
 # itself: ``compile`` in ``train``, ``model_wrapper_cfg`` and the rest in ``wrap_model``): a config may leave them
 # out, and ``--cfg-options compile.dynamic=True`` or ``model_wrapper_cfg.gradient_as_bucket_view=True`` still names
 # a real setting.
-RUNNER_ARGUMENTS = frozenset(inspect.signature(Runner.__init__).parameters) - {'self'} | {
+RUNNER_SETTINGS = frozenset(inspect.signature(Runner.__init__).parameters) - {'self'} | {
     'compile', 'model_wrapper_cfg', 'find_unused_parameters', 'sync_bn', 'activation_checkpointing',
     'efficient_conv_bn_eval'}
 DEPLOY_CFG_OPTIONS = 'model.backbone.small_kernel_merged=True model.backbone.init_cfg=None'
@@ -84,7 +84,7 @@ def _holds_only_objects(node):
 
 
 def check_override(cfg_dict, config, key, value, new_objects=()):
-    """A ``--cfg-options`` key must extend an existing dict or a Runner setting (``RUNNER_ARGUMENTS``), or add
+    """A ``--cfg-options`` key must extend an existing dict or a Runner setting (``RUNNER_SETTINGS``), or add
     to a collection of objects one of ``new_objects`` (the keys of new dicts that the options give a ``type``),
     and keep the type of a value it replaces."""
     node = cfg_dict
@@ -96,7 +96,7 @@ def check_override(cfg_dict, config, key, value, new_objects=()):
         if (isinstance(node, dict) and part not in node and '.'.join(parts[:depth + 1]) in new_objects
                 and _holds_only_objects(node)):
             return  # a new object's settings: nothing in the config to check them against
-        if depth == 0 and part not in node and part in RUNNER_ARGUMENTS:
+        if depth == 0 and part not in node and part in RUNNER_SETTINGS:
             return  # a Runner setting the config leaves at its default
         if not isinstance(node, dict) or part not in node:
             parent = '.'.join(parts[:depth]) or '<top level>'

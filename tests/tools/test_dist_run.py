@@ -1,23 +1,17 @@
 """tools/dist_run.sh: torchrun with --launcher pytorch, one process with the same thread setting as several."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from conftest import PROJECT_ROOT, free_port
+
 REPORT = '''import json, os, sys
 with open(os.environ['REPORT_TO'], 'w') as f:
     json.dump(dict(omp=os.environ.get('OMP_NUM_THREADS'), argv=sys.argv[1:], world=os.environ['WORLD_SIZE']), f)
 '''
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize('omp, expected', [(None, '1'), ('3', '3')])
