@@ -11,9 +11,12 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     # No gradient checkpointing (the official file has it; it changes memory and speed, not results): measured on
     # an H200 at 2 x 512x512, bf16, the step takes 5.4 GiB without it (mmseg's UperNet-Swin-B 5.0) and 102 ms
-    # against 217 ms with it (docs/benchmarks.md). On GPUs of less than 8 GB, add
-    # --cfg-options model.backbone.with_cp=True.
-    backbone=dict(arch='31B', drop_path_rate=0.5, with_cp=False,
+    # against 217 ms with it (docs/benchmarks.md). The backbone's training forward and backward replay as CUDA
+    # graphs (every crop has one size): at 2 images per GPU launching kernels costs more host time than the GPU
+    # spends on them, and with DDP each SyncBN layer adds collectives (docs/benchmarks.md, "Several GPUs").
+    # Eager: --cfg-options model.backbone.cuda_graph=False. On GPUs of less than 8 GB:
+    # --cfg-options model.backbone.cuda_graph=False model.backbone.with_cp=True.
+    backbone=dict(arch='31B', drop_path_rate=0.5, with_cp=False, cuda_graph=True,
                   init_cfg=dict(type='Pretrained', checkpoint='checkpoints/RepLKNet-31B_ImageNet-1K_224.pth')),
     test_cfg=dict(mode='whole'))
 train_dataloader = dict(batch_size=2)
