@@ -6,7 +6,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from replk_mm.apis import build_model, load_run_config, prepare_cpu_distributed, resolve_config_path
+from replk_mm.apis import build_model, load_run_config, prepare_distributed, resolve_config_path
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 CONFIGS = sorted(p.name for p in CONFIG_DIR.glob('*.py'))
@@ -104,20 +104,29 @@ def test_upernet_swin_b_peer_with_fast_heads_has_mmseg_swin_b_parameters():
 
 
 TINY_SEG_CONFIG = str(CONFIG_DIR / 'upernet_replknet_tiny_synthetic_ade20k.py')
+TINY_DET_CONFIG = str(CONFIG_DIR / 'cascade_mask_rcnn_replknet_tiny_synthetic_coco.py')
 
 
 def test_cfg_options_may_set_a_runner_setting_the_config_leaves_out():
     assert load_run_config(TINY_SEG_CONFIG, {'compile.dynamic': True}).compile == {'dynamic': True}
-    cfg = load_run_config(TINY_SEG_CONFIG, {'model_wrapper_cfg.gradient_as_bucket_view': True})  # wrap_model reads it
+    cfg = load_run_config(TINY_DET_CONFIG, {'model_wrapper_cfg.gradient_as_bucket_view': True})  # wrap_model reads it
     assert cfg.model_wrapper_cfg == {'gradient_as_bucket_view': True}
+
+
+def test_find_unused_parameters_reaches_the_configs_wrapper():
+    """mmengine reads the top-level key only for configs without model_wrapper_cfg; the UperNet configs have one."""
+    cfg = load_run_config(TINY_SEG_CONFIG, {'find_unused_parameters': True}, launcher='slurm')
+    prepare_distributed(cfg)
+    assert cfg.model_wrapper_cfg.find_unused_parameters is True
+    assert cfg.model_wrapper_cfg.gradient_as_bucket_view is True
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='multi-process runs on CPUs only')
 def test_cpu_multi_process_runs_keep_the_configs_wrapper_settings():
     """On CPUs our wrapper replaces mmengine's, with mmengine's defaults and the settings the config gives."""
-    cfg = load_run_config(TINY_SEG_CONFIG, {'model_wrapper_cfg.gradient_as_bucket_view': True}, launcher='slurm')
-    prepare_cpu_distributed(cfg)
-    assert cfg.model_wrapper_cfg == dict(type='CPUCapableDistributedDataParallel', broadcast_buffers=False,
+    cfg = load_run_config(TINY_SEG_CONFIG, {'model_wrapper_cfg.broadcast_buffers': True}, launcher='slurm')
+    prepare_distributed(cfg)
+    assert cfg.model_wrapper_cfg == dict(type='CPUCapableDistributedDataParallel', broadcast_buffers=True,
                                          find_unused_parameters=False, gradient_as_bucket_view=True)
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'
 

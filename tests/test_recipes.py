@@ -71,8 +71,8 @@ DETECTION = {
 
 # Gradient checkpointing changes memory and speed, not results: these configs turn off the official
 # use_checkpoint=True because their memory without it was measured on a GPU (docs/benchmarks.md).
-CHECKPOINTING_OFF = {'upernet_replknet31b_ade20k.py', 'cascade_mask_rcnn_replknet31b_coco.py',
-                     'cascade_mask_rcnn_replknet31b_22k_coco.py'}
+CHECKPOINTING_OFF = {'upernet_replknet31b_ade20k.py', 'upernet_replknet31b_cityscapes.py',
+                     'cascade_mask_rcnn_replknet31b_coco.py', 'cascade_mask_rcnn_replknet31b_22k_coco.py'}
 
 
 def load(name):

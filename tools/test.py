@@ -12,7 +12,7 @@ import torch
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
-from replk_mm.apis import check_dataset_paths, load_run_config, prepare_cpu_distributed, set_local_rank
+from replk_mm.apis import check_dataset_paths, load_run_config, prepare_distributed, set_local_rank
 from replk_mm.checkpoint import allow_mmengine_checkpoints, check_fits_model, safe_load, unwrap_state_dict
 
 
@@ -85,7 +85,7 @@ def main():
             cfg.test_evaluator['output_dir'] = args.out
             cfg.test_evaluator['keep_results'] = True
 
-    prepare_cpu_distributed(cfg)
+    prepare_distributed(cfg)
     allow_mmengine_checkpoints()  # the Runner loads the checkpoint with torch.load
     runner = Runner.from_cfg(cfg)
     try:  # mmengine would only warn about a checkpoint that does not fit

@@ -15,7 +15,7 @@ from replk_mm.apis import (
     check_dataset_paths,
     find_missing_pretrained,
     load_run_config,
-    prepare_cpu_distributed,
+    prepare_distributed,
     set_local_rank,
 )
 from replk_mm.checkpoint import MISSING_PRETRAINED_HINT, allow_mmengine_checkpoints
@@ -87,7 +87,7 @@ def main():
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
 
-    prepare_cpu_distributed(cfg)
+    prepare_distributed(cfg)
     allow_mmengine_checkpoints()  # the Runner loads --resume / load_from files with torch.load
     runner = Runner.from_cfg(cfg)
     runner.train()

@@ -7,12 +7,12 @@ from .training import (
                      apply_training_safeguards,
                      check_dataset_paths,
                      find_missing_pretrained,
-                     prepare_cpu_distributed,
+                     prepare_distributed,
                      set_local_rank,
 )
 
 __all__ = ['allocator_counts', 'apply_training_safeguards', 'build_backbone', 'build_model', 'check_dataset_paths',
            'config_scope', 'DEPLOY_CFG_OPTIONS', 'deploy_config', 'find_missing_pretrained', 'load_backbone_checkpoint',
-           'load_config', 'load_run_config', 'num_classes', 'peak_memory_mib', 'prepare_cpu_distributed',
+           'load_config', 'load_run_config', 'num_classes', 'peak_memory_mib', 'prepare_distributed',
            'random_boxes', 'reset_peak_memory', 'resolve_config_path', 'set_local_rank', 'synthetic_data_samples',
            'time_call']

@@ -26,18 +26,27 @@ def apply_training_safeguards(cfg):
     cfg.custom_hooks = custom_hooks
 
 
-def prepare_cpu_distributed(cfg):
-    """Multi-process runs on CPU (gloo): mmengine's init_dist calls torch.cuda.set_device and its
-    DDP wrapper always passes GPU device_ids, so start the process group and pick the wrapper here."""
+def prepare_distributed(cfg):
+    """The DDP wrapper's settings and, for multi-process runs on CPUs, the process group.
+
+    mmengine reads a top-level ``find_unused_parameters`` only where the config has no ``model_wrapper_cfg``
+    (ours have one); here it holds either way. On CPUs (gloo) mmengine's init_dist calls torch.cuda.set_device
+    and its DDP wrapper always passes GPU device_ids, so this starts the process group and picks our wrapper.
+    """
     import torch.distributed as dist
-    if cfg.launcher == 'none' or torch.cuda.is_available():
+    if cfg.launcher == 'none':
+        return
+    wrapper = cfg.get('model_wrapper_cfg')
+    if wrapper is not None and cfg.get('find_unused_parameters') is not None:
+        wrapper['find_unused_parameters'] = cfg.find_unused_parameters
+    if torch.cuda.is_available():
         return
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     # mmengine's defaults, then the config's own wrapper settings (gradient_as_bucket_view, ...), in our wrapper.
-    wrapper = dict(broadcast_buffers=False, find_unused_parameters=cfg.get('find_unused_parameters', False))
-    wrapper.update(cfg.get('model_wrapper_cfg') or {})
-    wrapper['type'] = 'CPUCapableDistributedDataParallel'
-    cfg.model_wrapper_cfg = wrapper
+    cpu_wrapper = dict(broadcast_buffers=False, find_unused_parameters=cfg.get('find_unused_parameters', False))
+    cpu_wrapper.update(wrapper or {})
+    cpu_wrapper['type'] = 'CPUCapableDistributedDataParallel'
+    cfg.model_wrapper_cfg = cpu_wrapper
     if cfg.launcher == 'pytorch' and not dist.is_initialized():
         dist.init_process_group(backend='gloo')
 
