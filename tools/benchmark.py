@@ -24,6 +24,12 @@ to the process costs, the second the steady state. Caches are per process, so a 
 finds the layers it shares with an earlier config (FPN, heads) warm: run one config per process to compare
 first-pass costs. ``--profile`` adds torch.profiler's table of three training steps to the JSON.
 
+Training memory is the model's own peak: its weights, optimizer state, CUDA-graph pools and its step's
+activations, not the input batches or another model (``replk_mm.apis.OwnMemory``). ``--interleave`` builds
+every config's model first and times their training steps in turn (A B A B ...) on batches of the same sizes:
+config after config, the one timed first came out 5-20% faster, in either order, in a Cascade comparison of
+two configs on an H200 (docs/benchmarks.md), more than the difference it was to measure.
+
     python tools/benchmark.py configs/upernet_replknet31b_ade20k.py \\
         mmseg::swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py --amp --phases
 """
@@ -45,6 +51,7 @@ from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 
 from replk_mm.apis import (
+    OwnMemory,
     allocator_counts,
     build_model,
     config_scope,
@@ -93,6 +100,9 @@ def parse_args():
     parser.add_argument('--compile-backbone', choices=COMPILE_MODES, metavar='MODE',
                         help=f'torch.compile the backbone in this mode ({", ".join(COMPILE_MODES)})')
     parser.add_argument('--no-training', action='store_true', help='measure inference only')
+    parser.add_argument('--interleave', action='store_true',
+                        help="time the configs' training steps in turn (A B A B ...) instead of config after "
+                             'config, all models built at once: what drifts in the process falls on each alike')
     parser.add_argument('--profile', action='store_true',
                         help="add torch.profiler's table of three training steps to the JSON (key 'profile')")
     parser.add_argument('--warmup', type=int, default=5, help='untimed calls before timing (default: 5)')
@@ -274,6 +284,17 @@ class FixedProposals:
             del rpn.loss_and_predict, rpn.predict
 
 
+def patch_proposals(stack, models, batches, mode, device, fixed):
+    """With ``fixed``, the same proposals for ``models`` until ``stack`` closes; returns the function that picks
+    a batch's (a no-op without)."""
+    if not fixed:
+        return lambda samples: None
+    proposals = FixedProposals(batches, mode, device)
+    for model in models:
+        stack.enter_context(proposals.patched(model))
+    return proposals.select
+
+
 def autocast_for(device, amp_dtype):
     if amp_dtype is None:
         return contextlib.nullcontext
@@ -333,17 +354,27 @@ def measure_inference(models, batches, args, device, autocast, select_proposals)
     return results
 
 
-def measure_training(model, cfg, batches, args, device, autocast, amp_dtype, select_proposals):
-    """{training-step times, peak memory[, phase medians]} of ``model``, one batch per call."""
-    optim_wrapper = make_optim_wrapper(model, cfg)
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype == 'float16' else None
-    clock = PhaseClock(device)
-    phase_times = []
+class TrainingSteps:
+    """One model's training step on its batches (one per call), with the config's optimizer; ``memory`` is the
+    model's own (:class:`~replk_mm.apis.OwnMemory`), so that models timed in turn are not charged each other's."""
 
-    def train_step(index, timed_phases=False):
-        inputs, samples = batches[index]
+    def __init__(self, model, cfg, batches, device, autocast, amp_dtype, select_proposals, memory):
+        self.model, self.batches, self.autocast, self.select_proposals = model, batches, autocast, select_proposals
+        self.optim_wrapper = make_optim_wrapper(model, cfg)
+        self.scaler = torch.amp.GradScaler(device.type) if amp_dtype == 'float16' else None
+        self.device, self.clock = device, PhaseClock(device)
+        self.phase_times = []
+        self.memory = memory
+
+    def __call__(self, index, timed_phases=False):
+        with self.memory.charged():
+            self._step(index, timed_phases)
+
+    def _step(self, index, timed_phases):
+        model, autocast, scaler, clock = self.model, self.autocast, self.scaler, self.clock
+        inputs, samples = self.batches[index]
         torch.manual_seed(index)  # the samplers draw the same RoIs for every model
-        select_proposals(samples)
+        self.select_proposals(samples)
         if not timed_phases:
             with autocast():
                 loss, _ = model.parse_losses(model(inputs, samples, mode='loss'))
@@ -369,45 +400,70 @@ def measure_training(model, cfg, batches, args, device, autocast, amp_dtype, sel
             torch.autograd.backward([f for f, _ in pairs], [g for _, g in pairs])
             clock.mark()
         if scaler:
-            scaler.step(optim_wrapper.optimizer)
+            scaler.step(self.optim_wrapper.optimizer)
             scaler.update()
         else:
-            optim_wrapper.step()
-        optim_wrapper.zero_grad()
+            self.optim_wrapper.step()
+        self.optim_wrapper.zero_grad()
         if timed_phases:
             clock.mark()
-            phase_times.append(clock.gaps())
+            self.phase_times.append(clock.gaps())
 
-    def timed_steps(indices, timed_phases=False):
-        order = iter(indices)
-        return time_call(lambda: train_step(next(order), timed_phases), device, 0, len(indices))
 
-    model.train()
-    reset_peak_memory(device)
-    warmup, first, steady = call_schedule(batches, args)
-    # The model's first training step (the first warm-up step): compiles, cuDNN plans, CUDA-graph capture,
-    # optimizer state.
-    process_first = timed_steps(warmup[:1])
-    timed_steps(warmup[1:])
-    result = summary(timed_steps(first), args.batch_size, 'train_step_first_call') if first else {}
-    if process_first:
-        result['train_process_first_step_ms'] = process_first[0] * 1e3
+def measure_training(steps, args):
+    """Training-step times, own peak memory[, phase medians] of each :class:`TrainingSteps`, one batch per call.
+
+    Several are timed in turn, call by call (A B A B ...), each on its own batch of the same index, so that
+    whatever drifts in the process (clocks, caches, the host) falls on all alike. Their first steps and
+    warm-up run model by model.
+    """
+
+    device = steps[0].device
+
+    def timed_pass(indices, timed_phases=False):
+        times = [[] for _ in steps]
+        for index in indices:
+            for step, step_times in zip(steps, times):
+                step_times += time_call(lambda: step(index, timed_phases), device, 0, 1)
+        return times
+
+    warmup, first, steady = call_schedule(steps[0].batches, args)
+    if any(call_schedule(step.batches, args) != (warmup, first, steady) for step in steps[1:]):
+        raise SystemExit('error: --interleave: the configs need the same batch schedule (the same scope and --sizes)')
+    results = []
+    for step in steps:
+        step.model.train()
+        # The model's first training step (the first warm-up step): compiles, cuDNN plans, CUDA-graph capture,
+        # optimizer state.
+        process_first = time_call(lambda: step(warmup[0]), device, 0, 1) if warmup else []
+        for index in warmup[1:]:
+            step(index)
+        results.append({'train_process_first_step_ms': process_first[0] * 1e3} if process_first else {})
+    for result, times in zip(results, timed_pass(first)):
+        if first:
+            result.update(summary(times, args.batch_size, 'train_step_first_call'))
     before = allocator_counts(device)
-    result.update(summary(timed_steps(steady), args.batch_size, 'train_step'))
-    result.update({f'train_step_{name}': count - before[name] for name, count in allocator_counts(device).items()})
-    result['train_peak_memory_mib'] = peak_memory_mib(device)
-    result['train_images_per_s'] = result.pop('train_step_images_per_s')
+    for result, times in zip(results, timed_pass(steady)):
+        result.update(summary(times, args.batch_size, 'train_step'))
+        result['train_images_per_s'] = result.pop('train_step_images_per_s')
+    # Counted over every model's steady-state steps together.
+    allocator = {f'train_step_{name}': count - before[name] for name, count in allocator_counts(device).items()}
+    for result, step in zip(results, steps):
+        result.update(allocator)
+        result['train_peak_memory_mib'] = step.memory.peak_mib()
     if args.phases:
-        timed_steps(steady[:1] + steady, timed_phases=True)
-        phase_times = phase_times[1:]  # the warm-up call
-        result['phases_ms'] = {name: statistics.median(t[i] for t in phase_times) * 1e3
-                               for i, name in enumerate(PHASES)}
-        # The sum of the phases' medians is not a step's median where steps vary (multi-scale): each step's own.
-        result['phases_step_sums_ms'] = [sum(t) * 1e3 for t in phase_times]
-        result['phases_sum_ms'] = statistics.median(result['phases_step_sums_ms'])
+        timed_pass(steady[:1] + steady, timed_phases=True)
+        for result, step in zip(results, steps):
+            phase_times = step.phase_times[1:]  # the warm-up call
+            result['phases_ms'] = {name: statistics.median(t[i] for t in phase_times) * 1e3
+                                   for i, name in enumerate(PHASES)}
+            # The sum of the phases' medians is not a step's median where steps vary (multi-scale): each step's own.
+            result['phases_step_sums_ms'] = [sum(t) * 1e3 for t in phase_times]
+            result['phases_sum_ms'] = statistics.median(result['phases_step_sums_ms'])
     if args.profile:
-        result['profile'] = profile_table(lambda: timed_steps(steady[:3]), device)
-    return result
+        for result, step in zip(results, steps):
+            result['profile'] = profile_table(lambda: [step(index) for index in steady[:3]], device)
+    return results
 
 
 def profile_table(fn, device):
@@ -425,13 +481,22 @@ def compile_backbone(model, mode):
         model.backbone = torch.compile(model.backbone, mode=mode)
 
 
-def run(config, overrides, amp_dtype, args):
+def allocated_bytes(device):
+    return torch.cuda.memory_allocated(device) if device.type == 'cuda' else 0
+
+
+def run(config, overrides, amp_dtype, args, stack):
+    """Build the config's model(s) and measure inference; returns the result and the model's
+    :class:`TrainingSteps` (None with --no-training or --deploy), whose fixed proposals stay patched in until
+    ``stack`` closes. The deploy form is dropped before training, so that it is not in the training memory."""
     cfg = load_run_config(config, {**(args.cfg_options or {}), **overrides})
     scope = config_scope(cfg)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     cudnn_benchmark = device.type == 'cuda' and bool(cfg.get('env_cfg', {}).get('cudnn_benchmark', False))
     torch.backends.cudnn.benchmark = cudnn_benchmark
+    before = allocated_bytes(device)
     model = build_model(cfg).to(device)
+    weights = allocated_bytes(device) - before
     models = {}
     if not args.deploy:
         models['training'] = model
@@ -445,28 +510,22 @@ def run(config, overrides, amp_dtype, args):
         compile_backbone(form_model, args.compile_backbone)
     fixed = args.fixed_proposals and hasattr(model, 'rpn_head') and hasattr(model, 'roi_head')
     autocast = autocast_for(device, amp_dtype)
-    forms = {}
+    forms, steps = {}, None
     for mode in ('test', 'train'):
         if mode == 'train' and (args.no_training or 'training' not in models):
             continue
         batches = make_batches(model, scope, args, cfg, mode, device)
-        with contextlib.ExitStack() as stack:
-            if fixed:
-                proposals = FixedProposals(batches, mode, device)
-                for form_model in models.values():
-                    stack.enter_context(proposals.patched(form_model))
-                select_proposals = proposals.select
-            else:
-                select_proposals = lambda samples: None  # noqa: E731
-            if mode == 'test':
-                for form, result in measure_inference(models, batches, args, device, autocast,
-                                                      select_proposals).items():
-                    forms.setdefault(form, {}).update(result)
-            else:
-                forms['training'].update(measure_training(model, cfg, batches, args, device, autocast, amp_dtype,
-                                                          select_proposals))
+        if mode == 'test':
+            with contextlib.ExitStack() as patches:
+                select_proposals = patch_proposals(patches, models.values(), batches, mode, device, fixed)
+                forms = measure_inference(models, batches, args, device, autocast, select_proposals)
+        else:
+            models.pop('deploy', None)
+            select_proposals = patch_proposals(stack, [model], batches, mode, device, fixed)
+            steps = TrainingSteps(model, cfg, batches, device, autocast, amp_dtype, select_proposals,
+                                  OwnMemory(device, weights))
     backbone_cfg = cfg.model.backbone
-    return dict(
+    result = dict(
         config=cfg.filename, overrides=overrides, label=label(config, overrides), backbone=backbone_cfg.type,
         device=device.type,
         device_name=torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu',
@@ -474,10 +533,29 @@ def run(config, overrides, amp_dtype, args):
         dtype=f'{amp_dtype} autocast' if amp_dtype else 'float32', memory_format='NCHW',
         batch_size=args.batch_size, sizes=args.sizes,
         shape=None if args.sizes != 'fixed' else list(args.shape or BENCHMARK_SHAPES[scope]),
-        fixed_proposals=fixed, compile_backbone=args.compile_backbone, warmup=args.warmup, repeats=args.repeats,
+        fixed_proposals=fixed, compile_backbone=args.compile_backbone, interleaved=args.interleave,
+        warmup=args.warmup, repeats=args.repeats,
         dwconv_impl=(os.environ.get('REPLK_DWCONV_IMPL') or backbone_cfg.get('dwconv_impl', 'auto')
                      if backbone_cfg.type in ('RepLKNet', 'replk_mm.RepLKNet') else None),
         forms=forms)
+    return result, steps
+
+
+def measure(runs, amp_dtype, args):
+    """Results of the configs in ``runs`` in one dtype: one after the other, or (--interleave) their training
+    steps in turn, all models built first."""
+    groups = [runs] if args.interleave else [[run_] for run_ in runs]
+    results = []
+    for group in groups:
+        with contextlib.ExitStack() as stack:
+            prepared = [run(config, overrides, amp_dtype, args, stack) for config, overrides in group]
+            trained = [(result, steps) for result, steps in prepared if steps is not None]
+            if trained:
+                timings = measure_training([steps for _, steps in trained], args)
+                for (result, _), timing in zip(trained, timings):
+                    result['forms']['training'].update(timing)
+            results += [result for result, _ in prepared]
+    return results
 
 
 def label(config, overrides):
@@ -520,7 +598,7 @@ def main():
     args = parse_args()
     MMLogger.get_instance('benchmark', log_level='WARNING')  # quiet the optimizer's per-parameter INFO lines
     amp_dtypes = args.amp_dtype if args.amp else [None]
-    results = [run(config, overrides, amp_dtype, args) for amp_dtype in amp_dtypes for config, overrides in args.runs]
+    results = [result for amp_dtype in amp_dtypes for result in measure(args.runs, amp_dtype, args)]
     print_table(results, args)
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)

@@ -3,6 +3,7 @@
 CUDA: events around each call with a synchronisation before it, so queued work is not counted and the
 call's own is; CPU: ``time.perf_counter``. Report the median (robust to the odd slow repeat).
 """
+import contextlib
 import time
 
 import torch
@@ -56,3 +57,31 @@ def allocator_counts(device):
         return {}
     stats = torch.cuda.memory_stats(device)
     return {name: stats.get(name, 0) for name in ALLOCATOR_COUNTS}
+
+
+class OwnMemory:
+    """One model's peak allocated memory where several models share a process (CUDA only; None elsewhere).
+
+    The model is charged what it held when this began (its weights), what its calls allocate and keep (optimizer
+    state, CUDA-graph pools) and each call's transient peak; not what other models or the caller (input batches)
+    hold. Calls of different models must not overlap.
+    """
+
+    def __init__(self, device, held_bytes):
+        self.device = torch.device(device)
+        self.held = self.peak = held_bytes
+
+    @contextlib.contextmanager
+    def charged(self):
+        """Charge what is allocated inside the block to this model (the allocator's host-side counts: no sync)."""
+        if self.device.type != 'cuda':
+            yield
+            return
+        before = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        yield
+        self.peak = max(self.peak, self.held + torch.cuda.max_memory_allocated(self.device) - before)
+        self.held += torch.cuda.memory_allocated(self.device) - before
+
+    def peak_mib(self):
+        return self.peak / 2**20 if self.device.type == 'cuda' else None

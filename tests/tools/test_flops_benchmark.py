@@ -15,7 +15,7 @@ from mmengine.config import Config
 
 from replk_mm import RepLKNet
 from replk_mm.analysis import config_complexity
-from replk_mm.apis import allocator_counts, build_model, time_call
+from replk_mm.apis import OwnMemory, allocator_counts, build_model, time_call
 from replk_mm.ops import DepthwiseConv2d
 
 from conftest import PROJECT_ROOT, TINY_ARCH, load_tool, run_main
@@ -138,6 +138,11 @@ def batches_for(benchmark, model, cfg, args, mode):
     return benchmark.make_batches(model, cfg.default_scope, args, cfg, mode, torch.device('cpu'))
 
 
+def training_steps(benchmark, model, cfg, args):
+    return benchmark.TrainingSteps(model, cfg, batches_for(benchmark, model, cfg, args, 'train'), torch.device('cpu'),
+                                   contextlib.nullcontext, None, lambda samples: None, OwnMemory('cpu', 0))
+
+
 @pytest.mark.parametrize('config', [SEG_CONFIG, DET_CONFIG])
 def test_training_step_updates_weights_and_statistics(config):
     benchmark = load_tool('benchmark')
@@ -156,8 +161,7 @@ def test_training_step_updates_weights_and_statistics(config):
         return backbone_forward(x)
 
     model.backbone.forward = slow_first_forward
-    result = benchmark.measure_training(model, cfg, batches_for(benchmark, model, cfg, args, 'train'), args,
-                                        torch.device('cpu'), contextlib.nullcontext, None, lambda samples: None)
+    (result, ) = benchmark.measure_training([training_steps(benchmark, model, cfg, args)], args)
     assert not torch.equal(model.backbone.stages[0].blocks[0].pw1.conv.weight, weight)  # optimizer stepped
     assert not torch.equal(model.backbone.stem[0].bn.running_mean, running_mean)  # forward in train mode
     assert len(result['train_step_times_ms']) == 2 and result['train_step_ms'] > 0
@@ -185,12 +189,57 @@ def test_timed_phases_give_the_gradients_of_one_step(monkeypatch):
 
     monkeypatch.setattr(benchmark, 'make_optim_wrapper', lambda *_: RecordingOptimWrapper())
     args = benchmark_args(phases=True, warmup=0, repeats=1)
-    benchmark.measure_training(model, cfg, batches_for(benchmark, model, cfg, args, 'train'), args,
-                               torch.device('cpu'), contextlib.nullcontext, None, lambda samples: None)
+    benchmark.measure_training([training_steps(benchmark, model, cfg, args)], args)
     (plain, _, phased) = grads  # the plain step, then the phases' warm-up and timed steps
     assert len(plain) == len(phased) == len(list(model.parameters()))
     for a, b in zip(plain, phased):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_interleaved_models_step_in_turn_on_batches_of_the_same_index():
+    """First steps and warm-up model by model, then every timed call A B A B, the same batch index for both."""
+    benchmark = load_tool('benchmark')
+    calls = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name, self.device, self.batches = name, torch.device('cpu'), [None] * 4  # 1 warm-up + 3 sizes
+            self.model, self.memory, self.phase_times = nn.Identity(), OwnMemory('cpu', 0), []
+
+        def __call__(self, index, timed_phases=False):
+            calls.append((self.name, index))
+
+    results = benchmark.measure_training([Recorder('a'), Recorder('b')], benchmark_args(warmup=1, repeats=3))
+    assert calls == [('a', 0), ('b', 0),  # each model's first step (the warm-up)
+                     ('a', 1), ('b', 1), ('a', 2), ('b', 2), ('a', 3), ('b', 3),  # first pass: each size new
+                     ('a', 1), ('b', 1), ('a', 2), ('b', 2), ('a', 3), ('b', 3)]  # steady state
+    assert [len(r['train_step_times_ms']) for r in results] == [3, 3]
+    one_size = Recorder('c')
+    one_size.batches = [None]  # a fixed crop against multi-scale sizes: no common schedule
+    with pytest.raises(SystemExit, match='--interleave: the configs need the same batch schedule'):
+        benchmark.measure_training([Recorder('a'), one_size], benchmark_args(warmup=1, repeats=3))
+
+
+def test_own_memory_charges_a_model_its_calls_not_the_others(monkeypatch):
+    """Allocator counts stand in for a GPU: weights 100, then the model's first step keeps 30 (optimizer state) with a
+    transient peak 50 above its start; another model's 1000 held meanwhile is not charged."""
+    allocated = {'now': 1100, 'peak': 1100}  # 1000 the other model's, 100 this one's weights
+
+    def allocate(delta):
+        allocated['now'] += delta
+        allocated['peak'] = max(allocated['peak'], allocated['now'])
+
+    monkeypatch.setattr(torch.cuda, 'memory_allocated', lambda device: allocated['now'])
+    monkeypatch.setattr(torch.cuda, 'max_memory_allocated', lambda device: allocated['peak'])
+    monkeypatch.setattr(torch.cuda, 'reset_peak_memory_stats', lambda device: allocated.update(peak=allocated['now']))
+    memory = OwnMemory('cuda:0', held_bytes=100)
+    with memory.charged():
+        allocate(50), allocate(-20)  # activations freed, 30 kept
+    assert (memory.held, memory.peak) == (130, 150)
+    with memory.charged():
+        allocate(40), allocate(-40)  # a later step: transient only
+    assert (memory.held, memory.peak) == (130, 170)
+    assert OwnMemory('cpu', 0).peak_mib() is None
 
 
 def test_multi_scale_sizes_follow_the_pipelines():
@@ -312,7 +361,8 @@ def test_benchmark_writes_both_forms(tmp_path, monkeypatch, capsys):
 
 
 def test_benchmark_compares_configs_of_other_backbones_with_phases(tmp_path, monkeypatch, capsys):
-    """A peer config (here mmseg's ResNet-18 under the same UperNet) runs beside ours: no deploy form, ratios."""
+    """A peer config (here mmseg's ResNet-18 under the same UperNet) runs beside ours, steps interleaved: no deploy
+    form, ratios."""
     peer = tmp_path / 'upernet_r18_tiny.py'
     peer.write_text(f"_base_ = ['{SEG_CONFIG}']\n"
                     "model = dict(backbone=dict(_delete_=True, type='ResNetV1c', depth=18, norm_cfg=dict(type='BN')),\n"
@@ -320,8 +370,9 @@ def test_benchmark_compares_configs_of_other_backbones_with_phases(tmp_path, mon
                     "             auxiliary_head=dict(in_channels=256))\n")
     out = tmp_path / 'bench.json'
     run_main(monkeypatch, 'benchmark', SEG_CONFIG, f'{peer}@model.decode_head.channels=16', '--shape', 64, 64,
-             '--device', 'cpu', '--warmup', 1, '--repeats', 3, '--phases', '--out', out)
+             '--device', 'cpu', '--warmup', 1, '--repeats', 3, '--phases', '--interleave', '--out', out)
     ours, theirs = json.loads(out.read_text())
+    assert ours['interleaved'] and theirs['interleaved']
     assert (ours['backbone'], list(ours['forms'])) == ('RepLKNet', ['training', 'deploy'])
     assert (theirs['backbone'], list(theirs['forms']), theirs['dwconv_impl']) == ('ResNetV1c', ['training'], None)
     assert theirs['overrides'] == {'model.decode_head.channels': 16}
