@@ -417,7 +417,6 @@ def measure_training(steps, args):
     whatever drifts in the process (clocks, caches, the host) falls on all alike. Their first steps and
     warm-up run model by model.
     """
-
     device = steps[0].device
 
     def timed_pass(indices, timed_phases=False):
