@@ -191,6 +191,24 @@ def test_graphed_gradients_accumulate():
 
 
 @cuda
+@pytest.mark.parametrize('rate', [0.0, 0.5])
+def test_drop_path_draws_anew_in_every_replay(rate):
+    """The configs train with drop path 0.5: each replay must draw new masks (torch's CUDA generator advances
+    its offset per replay), not repeat the captured ones. Without drop path the same input gives the same output."""
+    torch.manual_seed(0)
+    model = RepLKNet(arch=TINY_ARCH, drop_path_rate=rate, cuda_graph=True).cuda().train()
+    x = torch.randn(2, 3, 64, 64, device='cuda')
+    outputs = []
+    for _ in range(4):  # the first call captures; three replays, no weight update in between
+        out = model(x)
+        outputs.append(out[-1].detach().clone())
+        loss_of(out).backward()
+    assert len(model.cuda_graphs.captured) == 1
+    repeats = [torch.equal(outputs[i], outputs[j]) for i in range(1, 4) for j in range(i + 1, 4)]
+    assert all(repeats) if rate == 0.0 else not any(repeats)
+
+
+@cuda
 def test_frozen_after_capture_is_refused():
     graphed, _ = twins()
     graphed.cuda().train()
