@@ -1,4 +1,4 @@
-"""The code base passes its lint settings (ruff.toml: pycodestyle, pyflakes, import order)."""
+"""The code base and the configs pass the lint settings (ruff.toml: pycodestyle, pyflakes, import order)."""
 import shutil
 import subprocess
 
@@ -11,6 +11,6 @@ def test_ruff_finds_nothing():
     ruff = shutil.which('ruff')
     if ruff is None:
         pytest.fail('ruff is not installed: pip install -e ".[tests]"')
-    result = subprocess.run([ruff, 'check', 'replk_mm', 'tools', 'tests', 'setup.py'], cwd=PROJECT_ROOT,
+    result = subprocess.run([ruff, 'check', 'replk_mm', 'tools', 'tests', 'configs', 'setup.py'], cwd=PROJECT_ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

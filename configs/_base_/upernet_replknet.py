@@ -35,8 +35,9 @@ model = dict(
                         align_corners=False, norm_cfg=norm_cfg, loss_decode=dict(loss_weight=0.4)))
 
 # DDP as mmengine makes it without a model_wrapper_cfg (no buffer broadcast), but with each gradient a view into
-# DDP's all-reduce bucket instead of a copy: on 2 H200s 3-10 ms less per iteration at 1 and 2 GPUs
-# (docs/benchmarks.md, "Several GPUs", eighth session). A top-level find_unused_parameters still applies (tools/train.py).
+# DDP's all-reduce bucket instead of a copy: 5.5-6 ms less per 2-GPU iteration on H200s in two runs
+# (docs/benchmarks.md, "Several GPUs", eighth session). tools/train.py still applies a top-level
+# find_unused_parameters, which mmengine reads only from configs without a model_wrapper_cfg.
 model_wrapper_cfg = dict(type='MMDistributedDataParallel', broadcast_buffers=False, gradient_as_bucket_view=True)
 
 # AdamW, no weight decay on norms; linear warm-up then poly decay to 0 (the official lr_config). Parameters of
