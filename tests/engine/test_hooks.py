@@ -23,8 +23,12 @@ def label_hook(num_classes=150):
     return hook
 
 
-def test_labels_within_the_classes_or_ignored_pass():
-    label_hook().before_train_iter(None, 0, batch_of([[0, 149], [255, 7]], [[3, 3], [3, 3]]))
+def test_the_class_range_and_the_ignore_index_pass_and_their_neighbours_do_not():
+    hook = label_hook()
+    hook.before_train_iter(None, 0, batch_of([[0, 149], [255, 7]], [[3, 3], [3, 3]]))
+    for value in (150, 254, -1):
+        with pytest.raises(ValueError, match=re.escape(f'ann/0.png has values [{value}] outside')):
+            hook.before_train_iter(None, 0, batch_of([[0, 149], [255, value]]))
 
 
 @pytest.mark.parametrize('bad, named', [(150, [150, 199]), (-1, [-1, 199])])
