@@ -480,10 +480,6 @@ def compile_backbone(model, mode):
         model.backbone = torch.compile(model.backbone, mode=mode)
 
 
-def allocated_bytes(device):
-    return torch.cuda.memory_allocated(device) if device.type == 'cuda' else 0
-
-
 def run(config, overrides, amp_dtype, args, stack):
     """Build the config's model(s) and measure inference; returns the result and the model's
     :class:`TrainingSteps` (None with --no-training or --deploy), whose fixed proposals stay patched in until
@@ -493,9 +489,9 @@ def run(config, overrides, amp_dtype, args, stack):
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     cudnn_benchmark = device.type == 'cuda' and bool(cfg.get('env_cfg', {}).get('cudnn_benchmark', False))
     torch.backends.cudnn.benchmark = cudnn_benchmark
-    before = allocated_bytes(device)
-    model = build_model(cfg).to(device)
-    weights = allocated_bytes(device) - before
+    memory = OwnMemory(device)
+    with memory.charged():  # the weights
+        model = build_model(cfg).to(device)
     models = {}
     if not args.deploy:
         models['training'] = model
@@ -521,8 +517,7 @@ def run(config, overrides, amp_dtype, args, stack):
         else:
             models.pop('deploy', None)
             select_proposals = patch_proposals(stack, [model], batches, mode, device, fixed)
-            steps = TrainingSteps(model, cfg, batches, device, autocast, amp_dtype, select_proposals,
-                                  OwnMemory(device, weights))
+            steps = TrainingSteps(model, cfg, batches, device, autocast, amp_dtype, select_proposals, memory)
     backbone_cfg = cfg.model.backbone
     result = dict(
         config=cfg.filename, overrides=overrides, label=label(config, overrides), backbone=backbone_cfg.type,

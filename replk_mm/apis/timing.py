@@ -62,14 +62,14 @@ def allocator_counts(device):
 class OwnMemory:
     """One model's peak allocated memory where several models share a process (CUDA only; None elsewhere).
 
-    The model is charged what it held when this began (its weights), what its calls allocate and keep (optimizer
-    state, CUDA-graph pools) and each call's transient peak; not what other models or the caller (input batches)
-    hold. Calls of different models must not overlap.
+    The model is charged what is allocated in its :meth:`charged` blocks and kept (its weights, if it is built in
+    one; optimizer state, CUDA-graph pools), and each block's transient peak; not what other models or the caller
+    (input batches) hold. Blocks of different models must not overlap.
     """
 
-    def __init__(self, device, held_bytes):
+    def __init__(self, device):
         self.device = torch.device(device)
-        self.held = self.peak = held_bytes
+        self.held = self.peak = 0
 
     @contextlib.contextmanager
     def charged(self):

@@ -140,7 +140,7 @@ def batches_for(benchmark, model, cfg, args, mode):
 
 def training_steps(benchmark, model, cfg, args):
     return benchmark.TrainingSteps(model, cfg, batches_for(benchmark, model, cfg, args, 'train'), torch.device('cpu'),
-                                   contextlib.nullcontext, None, lambda samples: None, OwnMemory('cpu', 0))
+                                   contextlib.nullcontext, None, lambda samples: None, OwnMemory('cpu'))
 
 
 @pytest.mark.parametrize('config', [SEG_CONFIG, DET_CONFIG])
@@ -204,7 +204,7 @@ def test_interleaved_models_step_in_turn_on_batches_of_the_same_index():
     class Recorder:
         def __init__(self, name):
             self.name, self.device, self.batches = name, torch.device('cpu'), [None] * 4  # 1 warm-up + 3 sizes
-            self.model, self.memory, self.phase_times = nn.Identity(), OwnMemory('cpu', 0), []
+            self.model, self.memory, self.phase_times = nn.Identity(), OwnMemory('cpu'), []
 
         def __call__(self, index, timed_phases=False):
             calls.append((self.name, index))
@@ -223,7 +223,7 @@ def test_interleaved_models_step_in_turn_on_batches_of_the_same_index():
 def test_own_memory_charges_a_model_its_calls_not_the_others(monkeypatch):
     """Allocator counts stand in for a GPU: weights 100, then the model's first step keeps 30 (optimizer state) with a
     transient peak 50 above its start; another model's 1000 held meanwhile is not charged."""
-    allocated = {'now': 1100, 'peak': 1100}  # 1000 the other model's, 100 this one's weights
+    allocated = {'now': 1000, 'peak': 1000}  # the other model's
 
     def allocate(delta):
         allocated['now'] += delta
@@ -232,14 +232,16 @@ def test_own_memory_charges_a_model_its_calls_not_the_others(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'memory_allocated', lambda device: allocated['now'])
     monkeypatch.setattr(torch.cuda, 'max_memory_allocated', lambda device: allocated['peak'])
     monkeypatch.setattr(torch.cuda, 'reset_peak_memory_stats', lambda device: allocated.update(peak=allocated['now']))
-    memory = OwnMemory('cuda:0', held_bytes=100)
+    memory = OwnMemory('cuda:0')
+    with memory.charged():
+        allocate(100)  # the weights
     with memory.charged():
         allocate(50), allocate(-20)  # activations freed, 30 kept
     assert (memory.held, memory.peak) == (130, 150)
     with memory.charged():
         allocate(40), allocate(-40)  # a later step: transient only
     assert (memory.held, memory.peak) == (130, 170)
-    assert OwnMemory('cpu', 0).peak_mib() is None
+    assert OwnMemory('cpu').peak_mib() is None
 
 
 def test_multi_scale_sizes_follow_the_pipelines():
