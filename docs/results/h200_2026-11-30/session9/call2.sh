@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Cascade interleaved against Swin-B, one dtype per invocation (the two-dtype run passed 330 s and printed nothing).
+source .whl/common.sh
+[ -f .whl/triton_cache.tar.xz ] && tar -C ~ -xJf .whl/triton_cache.tar.xz
+for d in bfloat16 float16; do
+  [ $d = bfloat16 ] && t=290 || t=570
+  timeout $(left $t) python3 tools/benchmark.py configs/benchmarks/cascade_mask_rcnn_swin_b_coco.py configs/cascade_mask_rcnn_replknet31b_coco.py --interleave --amp --amp-dtype $d --phases --fixed-proposals --sizes multi-scale --batch-size 2 --warmup 3 --repeats 24 --out $R/cascade_interleaved_$d.json > $R/cascade_interleaved_$d.log 2>&1
+  echo "cascade $d rc=$? at $(( $(date +%s) - T0 )) s"; grep -v -i warn $R/cascade_interleaved_$d.log | tail -14
+done
