@@ -592,12 +592,15 @@ def main():
     args = parse_args()
     MMLogger.get_instance('benchmark', log_level='WARNING')  # quiet the optimizer's per-parameter INFO lines
     amp_dtypes = args.amp_dtype if args.amp else [None]
-    results = [result for amp_dtype in amp_dtypes for result in measure(args.runs, amp_dtype, args)]
-    print_table(results, args)
-    if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(results, f, indent=2)
+    results = []
+    for amp_dtype in amp_dtypes:  # each dtype's table and JSON as soon as measured: a run cut short keeps them
+        measured = measure(args.runs, amp_dtype, args)
+        results += measured
+        print_table(measured, args)
+        if args.out:
+            os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+            with open(args.out, 'w') as f:
+                json.dump(results, f, indent=2)
 
 
 if __name__ == '__main__':

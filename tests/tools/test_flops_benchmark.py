@@ -394,6 +394,29 @@ def test_benchmark_compares_configs_of_other_backbones_with_phases(tmp_path, mon
     assert float(row[6]) == pytest.approx(train_ratio, abs=0.006)
 
 
+def test_benchmark_keeps_each_dtype_measured_when_a_later_one_fails(tmp_path, monkeypatch, capsys):
+    """A run cut short (here the second dtype's measurement raises) has printed and saved the first dtype's results."""
+    tool = load_tool('benchmark')
+    measure = tool.measure
+
+    def measure_bf16_only(runs, amp_dtype, args):
+        if amp_dtype != 'bfloat16':
+            raise KeyboardInterrupt(amp_dtype)
+        return measure(runs, amp_dtype, args)
+
+    monkeypatch.setattr(tool, 'measure', measure_bf16_only)
+    out = tmp_path / 'bench.json'
+    monkeypatch.setattr('sys.argv', ['benchmark.py', str(SEG_CONFIG), '--shape', '64', '64', '--device', 'cpu',
+                                     '--warmup', '0', '--repeats', '1', '--amp', '--amp-dtype', 'bfloat16', 'float16',
+                                     '--out', str(out)])
+    with pytest.raises(KeyboardInterrupt, match='float16'):
+        tool.main()
+    (saved, ) = json.loads(out.read_text())
+    assert saved['dtype'] == 'bfloat16 autocast' and saved['forms']['training']['train_step_ms'] > 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(SEG_CONFIG.stem)]
+    assert [(row[1], row[2]) for row in rows] == [('bfloat16', 'training'), ('bfloat16', 'deploy')]
+
+
 def test_benchmark_rejects_bad_arguments(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         run_main(monkeypatch, 'benchmark', SEG_CONFIG, '--repeats', 0)
