@@ -25,10 +25,11 @@ finds the layers it shares with an earlier config (FPN, heads) warm: run one con
 first-pass costs. ``--profile`` adds torch.profiler's table of three training steps to the JSON.
 
 Training memory is the model's own peak: its weights, optimizer state, CUDA-graph pools and its step's
-activations, not the input batches or another model (``replk_mm.apis.OwnMemory``). ``--interleave`` builds
-every config's model first and times their training steps in turn (A B A B ...) on batches of the same sizes:
-config after config, the one timed first came out 5-20% faster, in either order, in a Cascade comparison of
-two configs on an H200 (docs/benchmarks.md), more than the difference it was to measure.
+activations, not the input batches or another model (``replk_mm.apis.OwnMemory``). Several configs are
+interleaved by default: every config's model is built first and their training steps are timed in turn
+(A B A B ...) on batches of the same sizes. Config after config (``--no-interleave``), the one timed first came
+out 5-20% faster, in either order, in a Cascade comparison of two configs on an H200 (docs/benchmarks.md), more
+than the difference it was to measure; interleaved, the verdict held in both orders.
 
     python tools/benchmark.py configs/upernet_replknet31b_ade20k.py \\
         mmseg::swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py --amp --phases
@@ -100,9 +101,10 @@ def parse_args():
     parser.add_argument('--compile-backbone', choices=COMPILE_MODES, metavar='MODE',
                         help=f'torch.compile the backbone in this mode ({", ".join(COMPILE_MODES)})')
     parser.add_argument('--no-training', action='store_true', help='measure inference only')
-    parser.add_argument('--interleave', action='store_true',
-                        help="time the configs' training steps in turn (A B A B ...) instead of config after "
-                             'config, all models built at once: what drifts in the process falls on each alike')
+    parser.add_argument('--interleave', action=argparse.BooleanOptionalAction,
+                        help="time the configs' training steps in turn (A B A B ...), all models built at once, so "
+                             'that what drifts in the process falls on each alike: the default for several configs; '
+                             '--no-interleave times them config after config (the memory of one model at a time)')
     parser.add_argument('--profile', action='store_true',
                         help="add torch.profiler's table of three training steps to the JSON (key 'profile')")
     parser.add_argument('--warmup', type=int, default=5, help='untimed calls before timing (default: 5)')
@@ -124,6 +126,8 @@ def parse_args():
         args.runs = [split_config_overrides(config) for config in args.configs]
     except ValueError as exc:
         parser.error(str(exc))
+    if args.interleave is None:
+        args.interleave = len(args.runs) > 1
     return args
 
 
@@ -428,7 +432,8 @@ def measure_training(steps, args):
 
     warmup, first, steady = call_schedule(steps[0].batches, args)
     if any(call_schedule(step.batches, args) != (warmup, first, steady) for step in steps[1:]):
-        raise SystemExit('error: --interleave: the configs need the same batch schedule (the same scope and --sizes)')
+        raise SystemExit('error: --interleave (the default for several configs): the configs need the same batch '
+                         'schedule (the same scope and --sizes); --no-interleave times them one after the other')
     results = []
     for step in steps:
         step.model.train()

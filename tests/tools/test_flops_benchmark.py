@@ -216,7 +216,7 @@ def test_interleaved_models_step_in_turn_on_batches_of_the_same_index():
     assert [len(r['train_step_times_ms']) for r in results] == [3, 3]
     one_size = Recorder('c')
     one_size.batches = [None]  # a fixed crop against multi-scale sizes: no common schedule
-    with pytest.raises(SystemExit, match='--interleave: the configs need the same batch schedule'):
+    with pytest.raises(SystemExit, match='the configs need the same batch schedule.*--no-interleave times them'):
         benchmark.measure_training([Recorder('a'), one_size], benchmark_args(warmup=1, repeats=3))
 
 
@@ -372,9 +372,9 @@ def test_benchmark_compares_configs_of_other_backbones_with_phases(tmp_path, mon
                     "             auxiliary_head=dict(in_channels=256))\n")
     out = tmp_path / 'bench.json'
     run_main(monkeypatch, 'benchmark', SEG_CONFIG, f'{peer}@model.decode_head.channels=16', '--shape', 64, 64,
-             '--device', 'cpu', '--warmup', 1, '--repeats', 3, '--phases', '--interleave', '--out', out)
+             '--device', 'cpu', '--warmup', 1, '--repeats', 3, '--phases', '--out', out)
     ours, theirs = json.loads(out.read_text())
-    assert ours['interleaved'] and theirs['interleaved']
+    assert ours['interleaved'] and theirs['interleaved']  # the default for several configs
     assert (ours['backbone'], list(ours['forms'])) == ('RepLKNet', ['training', 'deploy'])
     assert (theirs['backbone'], list(theirs['forms']), theirs['dwconv_impl']) == ('ResNetV1c', ['training'], None)
     assert theirs['overrides'] == {'model.decode_head.channels': 16}
@@ -415,6 +415,17 @@ def test_benchmark_keeps_each_dtype_measured_when_a_later_one_fails(tmp_path, mo
     assert saved['dtype'] == 'bfloat16 autocast' and saved['forms']['training']['train_step_ms'] > 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(SEG_CONFIG.stem)]
     assert [(row[1], row[2]) for row in rows] == [('bfloat16', 'training'), ('bfloat16', 'deploy')]
+
+
+@pytest.mark.parametrize('argv, interleave', [
+    ([SEG_CONFIG], False),
+    ([SEG_CONFIG, DET_CONFIG], True),
+    ([SEG_CONFIG, DET_CONFIG, '--no-interleave'], False),
+    ([SEG_CONFIG, '--interleave'], True),
+])
+def test_several_configs_are_interleaved_unless_asked_not_to(monkeypatch, argv, interleave):
+    monkeypatch.setattr('sys.argv', ['benchmark.py', *map(str, argv)])
+    assert load_tool('benchmark').parse_args().interleave is interleave
 
 
 def test_benchmark_rejects_bad_arguments(monkeypatch, capsys):
