@@ -123,10 +123,11 @@ def bench_graph(fn):
 def host_ms(fn, calls=20, batches=10, warmup=10):
     """Host time to issue one call (no synchronisation inside): the floor for eager timings.
 
-    The median over ``batches`` of ``calls`` calls, each batch started on an idle GPU: a batch short enough
-    that the launch queue never fills (PyTorch's conv queues 2.5-51 ms of GPU work per call at these shapes,
-    and a full queue makes the host wait for the GPU), and a median that one slow batch does not move. One
-    timing of 50 calls after one warm-up gave the same code path 0.21-0.39 ms at different shapes (run 8).
+    The median over ``batches`` of ``calls`` calls, each batch started on an idle GPU, so that a batch queues
+    few launches (PyTorch's conv leaves 2.5-51 ms of GPU work per call at these shapes; with 300 calls in a row
+    its host time read 0.83 ms at 7x7, the host waiting for a full launch queue), and a median that one slow
+    batch does not move. One timing of 50 calls after one warm-up gave the same code path 0.21-0.39 ms at
+    different shapes (run 8).
     """
     for _ in range(warmup):
         fn()
