@@ -443,8 +443,8 @@ def measure_training(steps, args):
         for index in warmup[1:]:
             step(index)
         results.append({'train_process_first_step_ms': process_first[0] * 1e3} if process_first else {})
-    for result, times in zip(results, timed_pass(first)):
-        if first:
+    if first:
+        for result, times in zip(results, timed_pass(first)):
             result.update(summary(times, args.batch_size, 'train_step_first_call'))
     before = allocator_counts(device)
     for result, times in zip(results, timed_pass(steady)):
